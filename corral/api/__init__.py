@@ -1,0 +1,1 @@
+"""HTTP surface: one module per resource, plus auth, errors, pagination and SSE."""

@@ -1,0 +1,124 @@
+"""`/v1/sessions/{id}/events`: list the log, send events, stream live events over SSE (spec §8, §1.7)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from pydantic import Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from corral.api.event_params import EventParam, to_new_event
+from corral.api.http import (
+    decode_cursor,
+    ok,
+    page_response,
+    query_limit,
+    query_list,
+    query_order,
+    query_time_bounds,
+    read_body,
+)
+from corral.api.schemas import Strict
+from corral.api.sessions import ensure_writable, load_session
+from corral.errors import InvalidRequest
+from corral.runtime import runtime_of
+from corral.session.event_types import LISTABLE_TYPES, PREVIEWABLE_TYPES
+from corral.session.fanout import EventBus, Subscription
+from corral.session.records import NewEvent
+from corral.session.store import Store
+
+
+class SendEvents(Strict):
+    events: Annotated[list[EventParam], Field(min_length=1, max_length=100)]
+
+
+async def list_events(request: Request) -> JSONResponse:
+    session = await load_session(request, request.path_params["session_id"])
+    types = query_list(request, "types")
+    unknown = sorted(set(types) - LISTABLE_TYPES)
+    if unknown:
+        raise InvalidRequest(f"types[] has unknown event types: {', '.join(unknown)}")
+    order = query_order(request, default="asc")
+    scope = f"events:{session.id}:{order}"
+    page = await runtime_of(request).store.list_events(
+        session.id,
+        types=types,
+        processed=query_time_bounds(request),
+        order=order,
+        limit=query_limit(request, default=1000, maximum=1000),
+        cursor=decode_cursor(request, scope=scope),
+    )
+    return page_response(page, [event.to_wire() for event in page.items], scope=scope)
+
+
+async def send_events(request: Request) -> JSONResponse:
+    params, _ = await read_body(request, SendEvents)
+    runtime = runtime_of(request)
+    session = await load_session(request, request.path_params["session_id"])
+    ensure_writable(session)
+    # Validate every event before storing any: a batch is accepted whole or not at all.
+    events = [to_new_event(param) for param in params.events]
+    for event in events:
+        await _check_answer(runtime.store, session.id, event)
+    records = await runtime.log.enqueue(session.id, events)
+    runtime.brain.wake(session.id)
+    if any(event.type == "user.interrupt" for event in events):
+        runtime.brain.interrupt(session.id)
+    return ok({"data": [record.to_wire() for record in records]})
+
+
+async def _check_answer(store: Store, session_id: str, event: NewEvent) -> None:
+    """A tool result or confirmation must answer a call of this session that asked for one."""
+    if event.type == "user.custom_tool_result":
+        call_id = event.body["custom_tool_use_id"]
+        call = await store.find_event(session_id, call_id)
+        if call is None or call.type != "agent.custom_tool_use":
+            raise InvalidRequest(f"custom_tool_use_id {call_id} is not an agent.custom_tool_use event of this session")
+    elif event.type == "user.tool_confirmation":
+        call_id = event.body["tool_use_id"]
+        call = await store.find_event(session_id, call_id)
+        if call is None or call.type not in ("agent.tool_use", "agent.mcp_tool_use"):
+            raise InvalidRequest(f"tool_use_id {call_id} is not a tool use event of this session")
+        if call.body.get("evaluated_permission") != "ask":
+            raise InvalidRequest(f"tool use {call_id} did not ask for confirmation; there is nothing to confirm")
+        if event.body.get("deny_message") and event.body["result"] != "deny":
+            raise InvalidRequest("deny_message is only allowed with result 'deny'")
+
+
+async def stream_events(request: Request) -> EventSourceResponse:
+    runtime = runtime_of(request)
+    session = await load_session(request, request.path_params["session_id"])
+    deltas = query_list(request, "event_deltas")
+    if len(deltas) > 100:
+        raise InvalidRequest("event_deltas[] takes at most 100 values")
+    unknown = sorted(set(deltas) - PREVIEWABLE_TYPES)
+    if unknown:
+        raise InvalidRequest(
+            f"event_deltas[] accepts only {', '.join(sorted(PREVIEWABLE_TYPES))}; got {', '.join(unknown)}"
+        )
+    # Subscribe before answering, so nothing appended between this line and the first read is missed.
+    subscription = runtime.bus.subscribe(session.id, frozenset(deltas))
+    return EventSourceResponse(
+        _frames(runtime.bus, subscription),
+        ping=runtime.settings.sse_ping_seconds,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _frames(bus: EventBus, subscription: Subscription) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for frame in subscription:
+            yield ServerSentEvent(data=frame.data, event=frame.event)
+    finally:
+        bus.unsubscribe(subscription)
+
+
+routes = [
+    Route("/v1/sessions/{session_id}/events", list_events, methods=["GET"]),
+    Route("/v1/sessions/{session_id}/events", send_events, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/events/stream", stream_events, methods=["GET"]),
+]

@@ -1,0 +1,292 @@
+"""`/v1/sessions`: running instances of an agent in an environment (spec §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from corral.api.agents import (
+    McpServerParam,
+    ModelConfigParam,
+    ToolParam,
+    check_tools,
+    load_agent,
+    resolve_model,
+    resolve_tools,
+    snapshot_of,
+)
+from corral.api.environments import load_environment
+from corral.api.event_params import InitialEventParam, to_new_event
+from corral.api.http import (
+    decode_cursor,
+    ok,
+    page_response,
+    query_bool,
+    query_int,
+    query_limit,
+    query_list,
+    query_order,
+    query_time_bounds,
+    read_body,
+)
+from corral.api.schemas import Strict, check_metadata, patch_metadata
+from corral.clock import now, now_rfc3339, parse_rfc3339
+from corral.errors import Conflict, InvalidRequest, NotFound
+from corral.ids import new_id
+from corral.runtime import runtime_of, workspace_of
+from corral.session.log import new_event
+from corral.session.records import Json, SessionRecord
+from corral.session.state import SessionState, active_seconds_now, empty_usage
+
+SESSION_STATUSES = ("rescheduling", "running", "idle", "terminated")
+
+
+class AgentReference(Strict):
+    type: Literal["agent"]
+    id: Annotated[str, Field(min_length=1)]
+    version: Annotated[int, Field(ge=1)] | None = None
+
+
+class AgentWithOverrides(Strict):
+    type: Literal["agent_with_overrides"]
+    id: Annotated[str, Field(min_length=1)]
+    version: Annotated[int, Field(ge=1)] | None = None
+    model: Annotated[str, Field(min_length=1)] | ModelConfigParam | None = None
+    system: Annotated[str, Field(max_length=100_000)] | None = None
+    tools: Annotated[list[ToolParam], Field(max_length=256)] | None = None
+    mcp_servers: Annotated[list[McpServerParam], Field(max_length=20)] | None = None
+    skills: list[Any] | None = None
+
+
+class SessionCreate(Strict):
+    agent: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[AgentReference | AgentWithOverrides, Field(discriminator="type")]
+    )
+    environment_id: Annotated[str, Field(min_length=1)]
+    title: Annotated[str, Field(max_length=1024)] | None = None
+    metadata: object = None
+    resources: list[Any] | None = None
+    vault_ids: list[str] | None = None
+    initial_events: Annotated[list[InitialEventParam], Field(max_length=50)] | None = None
+    budget: Any = None
+
+
+class SessionAgentUpdate(Strict):
+    tools: Annotated[list[ToolParam], Field(max_length=256)] | None = None
+    mcp_servers: Annotated[list[McpServerParam], Field(max_length=20)] | None = None
+
+
+class SessionUpdate(Strict):
+    title: Annotated[str, Field(max_length=1024)] | None = None
+    metadata: object = None
+    agent: SessionAgentUpdate | None = None
+    budget: Any = None
+    vault_ids: Any = None
+
+
+def session_wire(session: SessionRecord) -> Json:
+    moment = now()
+    state = SessionState(session.status, session.usage, session.active_seconds, session.running_since)
+    active = round(active_seconds_now(state, moment), 6)
+    duration = round(max(0.0, (moment - parse_rfc3339(session.created_at)).total_seconds()), 6)
+    return {
+        "id": session.id,
+        "type": "session",
+        "status": session.status,
+        "title": session.body.get("title"),
+        "agent": session.body["agent"],
+        "environment_id": session.environment_id,
+        "resources": [],
+        "vault_ids": [],
+        "metadata": session.body.get("metadata", {}),
+        "budget": None,
+        "usage": {**session.usage, "active_seconds": active},
+        "stats": {"active_seconds": active, "duration_seconds": duration},
+        "outcome_evaluations": [],
+        "deployment_id": None,
+        "created_at": session.created_at,
+        "updated_at": session.updated_at,
+        "archived_at": session.archived_at,
+    }
+
+
+async def load_session(request: Request, session_id: str) -> SessionRecord:
+    session = await runtime_of(request).store.get_session(workspace_of(request), session_id)
+    if session is None:
+        raise NotFound(f"session {session_id} not found")
+    return session
+
+
+def ensure_writable(session: SessionRecord) -> None:
+    if session.archived_at is not None:
+        raise Conflict(f"session {session.id} is archived and read-only")
+    if session.status == "terminated":
+        raise Conflict(f"session {session.id} is terminated and accepts no more events")
+
+
+def _apply_overrides(snapshot: Json, overrides: AgentWithOverrides, raw: Json) -> Json:
+    if overrides.skills:
+        raise InvalidRequest("agent.skills overrides are not supported by this server yet")
+    if overrides.model is not None:
+        snapshot["model"] = resolve_model(overrides.model)
+    if "system" in raw:
+        snapshot["system"] = overrides.system or None
+    if "tools" in raw:
+        snapshot["tools"] = resolve_tools(overrides.tools)
+    if "mcp_servers" in raw:
+        snapshot["mcp_servers"] = [server.model_dump() for server in overrides.mcp_servers or []]
+    check_tools(snapshot["tools"], snapshot["mcp_servers"])
+    return snapshot
+
+
+def _reject_unsupported(params: SessionCreate) -> None:
+    if params.resources:
+        raise InvalidRequest("session resources are not supported by this server yet; omit 'resources'")
+    if params.vault_ids:
+        raise InvalidRequest("vaults are not supported by this server yet; omit 'vault_ids'")
+    if params.budget is not None:
+        raise InvalidRequest("session budgets are not supported by this server yet; omit 'budget'")
+
+
+async def create_session(request: Request) -> JSONResponse:
+    params, raw = await read_body(request, SessionCreate)
+    _reject_unsupported(params)
+    runtime = runtime_of(request)
+    reference = params.agent
+    agent_id = reference if isinstance(reference, str) else reference.id
+    version = None if isinstance(reference, str) else reference.version
+    agent = await load_agent(request, agent_id, version)
+    if agent.archived_at is not None:
+        raise InvalidRequest(f"agent {agent.id} is archived; new sessions cannot use it")
+    environment = await load_environment(request, params.environment_id)
+    if environment.archived_at is not None:
+        raise InvalidRequest(f"environment {environment.id} is archived; new sessions cannot use it")
+    snapshot = snapshot_of(agent)
+    if isinstance(reference, AgentWithOverrides):
+        snapshot = _apply_overrides(snapshot, reference, raw["agent"])
+    initial = [to_new_event(event) for event in params.initial_events or []]
+    timestamp = now_rfc3339()
+    session = SessionRecord(
+        id=new_id("sesn"),
+        workspace_id=agent.workspace_id,
+        agent_id=agent.id,
+        agent_version=agent.version,
+        environment_id=environment.id,
+        body={"title": params.title, "metadata": check_metadata(params.metadata), "agent": snapshot},
+        status="idle",
+        usage=empty_usage(),
+        active_seconds=0.0,
+        running_since=None,
+        created_at=timestamp,
+        updated_at=timestamp,
+    )
+    await runtime.store.insert_session(session)
+    if initial:
+        await runtime.log.enqueue(session.id, initial)
+        runtime.brain.wake(session.id)
+    return ok(session_wire(session))
+
+
+async def retrieve_session(request: Request) -> JSONResponse:
+    return ok(session_wire(await load_session(request, request.path_params["session_id"])))
+
+
+async def update_session(request: Request) -> JSONResponse:
+    params, raw = await read_body(request, SessionUpdate)
+    runtime = runtime_of(request)
+    session = await load_session(request, request.path_params["session_id"])
+    if session.archived_at is not None:
+        raise Conflict(f"session {session.id} is archived and read-only")
+    if raw.get("vault_ids") is not None:
+        raise InvalidRequest("vault_ids cannot be changed after a session is created")
+    if "budget" in raw:
+        raise InvalidRequest("session budgets are not supported by this server yet; omit 'budget'")
+    body = dict(session.body)
+    changed: Json = {}
+    if "title" in raw and params.title != body.get("title"):
+        body["title"] = changed["title"] = params.title
+    if "metadata" in raw:
+        metadata = patch_metadata(body.get("metadata", {}), raw["metadata"])
+        if metadata != body.get("metadata", {}):
+            body["metadata"] = changed["metadata"] = metadata
+    if params.agent is not None:
+        if session.status == "running" or runtime.brain.is_active(session.id):
+            raise Conflict(f"session {session.id} is running; interrupt it before changing its agent")
+        agent = dict(body["agent"])
+        agent_raw = raw["agent"] or {}
+        if "tools" in agent_raw:
+            agent["tools"] = resolve_tools(params.agent.tools)
+        if "mcp_servers" in agent_raw:
+            agent["mcp_servers"] = [server.model_dump() for server in params.agent.mcp_servers or []]
+        check_tools(agent["tools"], agent["mcp_servers"])
+        if agent != body["agent"]:
+            body["agent"] = changed["agent"] = agent
+    if changed:
+        await runtime.store.update_session_body(session.id, body, now_rfc3339())
+        await runtime.log.append(session.id, new_event("session.updated", **changed))
+    return ok(session_wire(await load_session(request, session.id)))
+
+
+async def list_sessions(request: Request) -> JSONResponse:
+    order = query_order(request, default="desc")
+    statuses = query_list(request, "statuses")
+    for status in statuses:
+        if status not in SESSION_STATUSES:
+            raise InvalidRequest(f"statuses[] must be one of {', '.join(SESSION_STATUSES)}; got {status!r}")
+    agent_id = request.query_params.get("agent_id") or None
+    agent_version = query_int(request, "agent_version", default=None, minimum=1, maximum=2**31)
+    if agent_version is not None and agent_id is None:
+        raise InvalidRequest("agent_version can only be used together with agent_id")
+    for unsupported in ("deployment_id", "memory_store_id"):
+        if request.query_params.get(unsupported):
+            raise InvalidRequest(f"filtering by {unsupported} is not supported by this server yet")
+    scope = f"sessions:{order}"
+    page = await runtime_of(request).store.list_sessions(
+        workspace_of(request),
+        agent_id=agent_id,
+        agent_version=agent_version,
+        statuses=statuses,
+        include_archived=query_bool(request, "include_archived", default=False),
+        created=query_time_bounds(request),
+        order=order,
+        limit=query_limit(request, default=20, maximum=1000),
+        cursor=decode_cursor(request, scope=scope),
+    )
+    return page_response(page, [session_wire(s) for s in page.items], scope=scope, with_prev=True)
+
+
+async def archive_session(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    session = await load_session(request, request.path_params["session_id"])
+    if session.archived_at is None:
+        if session.status == "running" or runtime.brain.is_active(session.id):
+            raise Conflict(f"session {session.id} is running; interrupt it or wait for it to idle, then archive")
+        await runtime.store.archive_session(session.id, now_rfc3339())
+        await runtime.hands.release(session.id)
+    return ok(session_wire(await load_session(request, session.id)))
+
+
+async def delete_session(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    session = await load_session(request, request.path_params["session_id"])
+    await runtime.brain.stop(session.id)
+    await runtime.store.delete_session(session.id)
+    await runtime.hands.destroy(session.id)
+    runtime.bus.publish(session.id, [{"type": "session.deleted", "id": new_id("sevt"), "processed_at": now_rfc3339()}])
+    runtime.bus.end_session(session.id)
+    return ok({"id": session.id, "type": "session_deleted"})
+
+
+routes = [
+    Route("/v1/sessions", create_session, methods=["POST"]),
+    Route("/v1/sessions", list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", retrieve_session, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", update_session, methods=["POST"]),
+    Route("/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    Route("/v1/sessions/{session_id}/archive", archive_session, methods=["POST"]),
+]

@@ -1,0 +1,1 @@
+"""The stateless harness: rebuilds context from the log, calls the model, dispatches tools."""

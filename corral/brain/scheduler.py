@@ -1,0 +1,107 @@
+"""Runs at most one worker per session and wakes sessions when events arrive.
+
+`wake` is cheap and idempotent: it starts a worker if none runs, or marks the running one to look at the
+queue again before it exits, so an event sent just as a worker finishes is never stranded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from corral.brain.harness import SessionWorker
+from corral.config import Settings
+from corral.hands.base import HandsProvider
+from corral.models.router import ModelRouter
+from corral.session.log import SessionLog, new_event
+
+log = logging.getLogger("corral.brain")
+
+
+class Brain:
+    def __init__(self, session_log: SessionLog, hands: HandsProvider, models: ModelRouter, settings: Settings) -> None:
+        self._log = session_log
+        self._hands = hands
+        self._models = models
+        self._settings = settings
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._workers: dict[str, SessionWorker] = {}
+        self._rewake: set[str] = set()
+
+    def wake(self, session_id: str) -> None:
+        """Make sure the session's queued events get processed."""
+        if session_id in self._tasks:
+            self._rewake.add(session_id)
+            return
+        self._tasks[session_id] = asyncio.create_task(self._run(session_id), name=f"brain:{session_id}")
+
+    def interrupt(self, session_id: str) -> None:
+        """Cancel the session's running turn (model request and tool call); the worker then settles it."""
+        worker = self._workers.get(session_id)
+        if worker is not None:
+            worker.interrupt()
+
+    def is_active(self, session_id: str) -> bool:
+        return session_id in self._tasks
+
+    async def stop(self, session_id: str) -> None:
+        """Cancel the session's worker outright (the session is being deleted)."""
+        task = self._tasks.get(session_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def recover(self) -> int:
+        """Wake every session a previous process left with work: queued events or a turn cut short."""
+        session_ids = await self._log.store.sessions_with_work()
+        for session_id in session_ids:
+            self.wake(session_id)
+        return len(session_ids)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, session_id: str) -> None:
+        try:
+            while True:
+                self._rewake.discard(session_id)
+                await self._work(session_id)
+                if session_id not in self._rewake:
+                    return
+        finally:
+            self._tasks.pop(session_id, None)
+            self._workers.pop(session_id, None)
+
+    async def _work(self, session_id: str) -> None:
+        session = await self._log.store.get_session(None, session_id)
+        if session is None or session.archived_at is not None:
+            return
+        worker = SessionWorker(session, log_=self._log, hands=self._hands, models=self._models, settings=self._settings)
+        self._workers[session_id] = worker
+        try:
+            await worker.load()
+            await worker.process()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("session %s: the harness failed", session_id)
+            await self._fail(session_id, exc)
+
+    async def _fail(self, session_id: str, exc: Exception) -> None:
+        """Report an unexpected harness failure on the session and leave it idle, never stuck running."""
+        error = {
+            "type": "unknown_error",
+            "message": f"the Corral harness failed: {type(exc).__name__}: {exc}",
+            "retry_status": {"type": "exhausted"},
+        }
+        try:
+            await self._log.append(
+                session_id,
+                new_event("session.error", error=error),
+                new_event("session.status_idle", stop_reason={"type": "retries_exhausted"}, stop_details=None),
+            )
+        except Exception:
+            log.exception("session %s: could not record the failure", session_id)

@@ -1,0 +1,1 @@
+"""Hands: tool execution in per-session workspaces behind execute(name, input) -> result."""

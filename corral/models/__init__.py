@@ -1,0 +1,1 @@
+"""Model providers (Anthropic Messages, OpenAI-compatible chat completions) and routing."""

@@ -1,0 +1,1 @@
+"""The session log and resource store: interface, SQLite adapter, fan-out, migrations."""

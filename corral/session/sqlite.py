@@ -1,0 +1,636 @@
+"""The embedded SQLite store: one WAL-mode database file, one connection, used from the event loop.
+
+SQLite calls here are synchronous on purpose. A write in WAL mode with `synchronous=NORMAL` costs tens
+of microseconds and survives a process crash (only a power loss can drop the last commits), which is far
+cheaper than a hop to a worker thread. Every multi-row change runs in one `BEGIN IMMEDIATE` transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from corral.clock import now_rfc3339
+from corral.errors import ApiError
+from corral.session.migrations import apply_migrations
+from corral.session.records import (
+    AgentRecord,
+    ApiKeyRecord,
+    EnvironmentRecord,
+    EventRecord,
+    Json,
+    NewEvent,
+    Page,
+    SessionRecord,
+    TimeBounds,
+)
+from corral.session.state import SessionState, empty_usage, reduce
+
+
+class StorageUnavailable(ApiError):
+    """The database refused a write (disk full, locked for too long, read-only)."""
+
+    status = 503
+    error_type = "api_error"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _bounds_sql(column: str, bounds: TimeBounds, where: list[str], params: list[Any]) -> None:
+    for op, value in ((">", bounds.gt), (">=", bounds.gte), ("<", bounds.lt), ("<=", bounds.lte)):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            params.append(value)
+
+
+class SqliteStore:
+    """`Store` on a local SQLite file (see `corral.session.store.Store` for the contract)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        apply_migrations(f"sqlite:///{path}")
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            "busy_timeout=5000",
+            "temp_store=MEMORY",
+        ):
+            self._db.execute(f"PRAGMA {pragma}")
+        path.chmod(0o600)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "sqlite", "path": str(self.path)}
+
+    async def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"the database is unavailable for writing: {exc}") from exc
+        try:
+            yield self._db
+        except sqlite3.OperationalError as exc:
+            self._db.execute("ROLLBACK")
+            raise StorageUnavailable(f"the database refused the write: {exc}") from exc
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._db.execute("ROLLBACK")
+                raise StorageUnavailable(f"the database refused the write: {exc}") from exc
+
+    def _one(self, sql: str, params: tuple[Any, ...] | list[Any]) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
+        return row
+
+    # --- keyset pagination -----------------------------------------------------------------------
+
+    def _keyset_page(
+        self,
+        select_sql: str,
+        where: list[str],
+        params: list[Any],
+        *,
+        key_columns: tuple[str, str],
+        order: str,
+        limit: int,
+        cursor: Json | None,
+        to_item: Callable[[sqlite3.Row], Any],
+        bidirectional: bool = False,
+    ) -> Page:
+        """One page ordered by (key_columns) in `order`; cursors carry the boundary key and a direction."""
+        going_back = bool(cursor and cursor.get("d") == "prev")
+        scan_desc = (order == "desc") != going_back
+        key = cursor.get("k") if cursor else None
+        first, second = key_columns
+        if key is not None:
+            where = [*where, f"({first}, {second}) {'<' if scan_desc else '>'} (?, ?)"]
+            params = [*params, *key]
+        direction = "DESC" if scan_desc else "ASC"
+        sql = f"{select_sql} WHERE {' AND '.join(where) or '1'} ORDER BY {first} {direction}, {second} {direction}"
+        rows = self._db.execute(f"{sql} LIMIT ?", [*params, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if going_back:
+            rows.reverse()
+        if not rows:
+            return Page(items=[])
+
+        def key_of(row: sqlite3.Row) -> list[Any]:
+            return [row[first], row[second]]
+
+        has_next = (more and not going_back) or going_back
+        has_prev = (more and going_back) or (not going_back and key is not None)
+        return Page(
+            items=[to_item(row) for row in rows],
+            next_cursor={"d": "next", "k": key_of(rows[-1])} if has_next else None,
+            prev_cursor={"d": "prev", "k": key_of(rows[0])} if bidirectional and has_prev else None,
+        )
+
+    # --- workspaces and API keys -----------------------------------------------------------------
+
+    async def create_workspace(self, workspace_id: str, name: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)",
+                (workspace_id, name, now_rfc3339()),
+            )
+
+    async def add_api_key(self, key: ApiKeyRecord, key_hash: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO api_keys (id, workspace_id, key_hash, hint, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key.id, key.workspace_id, key_hash, key.hint, key.created_at),
+            )
+
+    @staticmethod
+    def _api_key(row: sqlite3.Row) -> ApiKeyRecord:
+        return ApiKeyRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            hint=row["hint"],
+            created_at=row["created_at"],
+            revoked_at=row["revoked_at"],
+        )
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = self._one("SELECT * FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
+        return self._api_key(row) if row else None
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        rows = self._db.execute("SELECT * FROM api_keys ORDER BY created_at, id").fetchall()
+        return [self._api_key(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now_rfc3339(), key_id),
+            )
+        return cursor.rowcount == 1
+
+    # --- agents ----------------------------------------------------------------------------------
+
+    _AGENT_SELECT = (
+        "SELECT a.id, a.workspace_id, a.created_at, a.archived_at, v.version, v.body, v.created_at AS updated_at "
+        "FROM agents a JOIN agent_versions v ON v.agent_id = a.id"
+    )
+
+    @staticmethod
+    def _agent(row: sqlite3.Row) -> AgentRecord:
+        return AgentRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            version=row["version"],
+            body=json.loads(row["body"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_agent(self, agent: AgentRecord) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO agents (id, workspace_id, latest_version, created_at) VALUES (?, ?, ?, ?)",
+                (agent.id, agent.workspace_id, agent.version, agent.created_at),
+            )
+            db.execute(
+                "INSERT INTO agent_versions (agent_id, version, body, created_at) VALUES (?, ?, ?, ?)",
+                (agent.id, agent.version, _dumps(agent.body), agent.updated_at),
+            )
+
+    async def add_agent_version(self, agent: AgentRecord, expected_version: int) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE agents SET latest_version = ? WHERE id = ? AND latest_version = ?",
+                (agent.version, agent.id, expected_version),
+            )
+            if cursor.rowcount != 1:
+                return False
+            db.execute(
+                "INSERT INTO agent_versions (agent_id, version, body, created_at) VALUES (?, ?, ?, ?)",
+                (agent.id, agent.version, _dumps(agent.body), agent.updated_at),
+            )
+        return True
+
+    async def get_agent(self, workspace_id: str, agent_id: str, version: int | None = None) -> AgentRecord | None:
+        if version is None:
+            row = self._one(
+                f"{self._AGENT_SELECT} AND v.version = a.latest_version WHERE a.workspace_id = ? AND a.id = ?",
+                (workspace_id, agent_id),
+            )
+        else:
+            row = self._one(
+                f"{self._AGENT_SELECT} WHERE a.workspace_id = ? AND a.id = ? AND v.version = ?",
+                (workspace_id, agent_id, version),
+            )
+        return self._agent(row) if row else None
+
+    async def list_agents(
+        self,
+        workspace_id: str,
+        *,
+        include_archived: bool,
+        created: TimeBounds,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page:
+        where = ["a.workspace_id = ?"]
+        params: list[Any] = [workspace_id]
+        if not include_archived:
+            where.append("a.archived_at IS NULL")
+        _bounds_sql("a.created_at", created, where, params)
+        select = (
+            "SELECT * FROM (SELECT a.id, a.workspace_id, a.created_at, a.archived_at, v.version, v.body, "
+            "v.created_at AS updated_at FROM agents a JOIN agent_versions v "
+            f"ON v.agent_id = a.id AND v.version = a.latest_version WHERE {' AND '.join(where)})"
+        )
+        return self._keyset_page(
+            select,
+            [],
+            params,
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._agent,
+        )
+
+    async def list_agent_versions(self, workspace_id: str, agent_id: str, *, limit: int, cursor: Json | None) -> Page:
+        select = (
+            "SELECT * FROM (SELECT a.id, a.workspace_id, a.created_at, a.archived_at, v.version, v.body, "
+            "v.created_at AS updated_at FROM agents a JOIN agent_versions v ON v.agent_id = a.id "
+            "WHERE a.workspace_id = ? AND a.id = ?)"
+        )
+        return self._keyset_page(
+            select,
+            [],
+            [workspace_id, agent_id],
+            key_columns=("version", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._agent,
+        )
+
+    async def archive_agent(self, workspace_id: str, agent_id: str, archived_at: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE agents SET archived_at = COALESCE(archived_at, ?) WHERE workspace_id = ? AND id = ?",
+                (archived_at, workspace_id, agent_id),
+            )
+
+    # --- environments ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _environment(row: sqlite3.Row) -> EnvironmentRecord:
+        return EnvironmentRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            name=row["name"],
+            body=json.loads(row["body"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_environment(self, environment: EnvironmentRecord) -> bool:
+        try:
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO environments (id, workspace_id, name, body, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        environment.id,
+                        environment.workspace_id,
+                        environment.name,
+                        _dumps(environment.body),
+                        environment.created_at,
+                        environment.updated_at,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    async def update_environment(self, environment: EnvironmentRecord) -> bool:
+        try:
+            with self._write() as db:
+                db.execute(
+                    "UPDATE environments SET name = ?, body = ?, updated_at = ? WHERE id = ?",
+                    (environment.name, _dumps(environment.body), environment.updated_at, environment.id),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    async def get_environment(self, workspace_id: str, environment_id: str) -> EnvironmentRecord | None:
+        row = self._one("SELECT * FROM environments WHERE workspace_id = ? AND id = ?", (workspace_id, environment_id))
+        return self._environment(row) if row else None
+
+    async def list_environments(
+        self, workspace_id: str, *, include_archived: bool, limit: int, cursor: Json | None
+    ) -> Page:
+        where = ["workspace_id = ?"]
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        return self._keyset_page(
+            "SELECT * FROM environments",
+            where,
+            [workspace_id],
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._environment,
+        )
+
+    async def delete_environment(self, workspace_id: str, environment_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM environments WHERE workspace_id = ? AND id = ?", (workspace_id, environment_id))
+
+    async def archive_environment(self, workspace_id: str, environment_id: str, archived_at: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE environments SET archived_at = COALESCE(archived_at, ?), updated_at = ? "
+                "WHERE workspace_id = ? AND id = ?",
+                (archived_at, archived_at, workspace_id, environment_id),
+            )
+
+    # --- sessions --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _session(row: sqlite3.Row) -> SessionRecord:
+        return SessionRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            agent_id=row["agent_id"],
+            agent_version=row["agent_version"],
+            environment_id=row["environment_id"],
+            body=json.loads(row["body"]),
+            status=row["status"],
+            usage=json.loads(row["usage"]),
+            active_seconds=row["active_seconds"],
+            running_since=row["running_since"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_session(self, session: SessionRecord) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO sessions (id, workspace_id, agent_id, agent_version, environment_id, body, status, "
+                "usage, active_seconds, running_since, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id,
+                    session.workspace_id,
+                    session.agent_id,
+                    session.agent_version,
+                    session.environment_id,
+                    _dumps(session.body),
+                    session.status,
+                    _dumps(session.usage),
+                    session.active_seconds,
+                    session.running_since,
+                    session.created_at,
+                    session.updated_at,
+                ),
+            )
+
+    async def get_session(self, workspace_id: str | None, session_id: str) -> SessionRecord | None:
+        if workspace_id is None:
+            row = self._one("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        else:
+            row = self._one("SELECT * FROM sessions WHERE workspace_id = ? AND id = ?", (workspace_id, session_id))
+        return self._session(row) if row else None
+
+    async def list_sessions(
+        self,
+        workspace_id: str,
+        *,
+        agent_id: str | None,
+        agent_version: int | None,
+        statuses: list[str],
+        include_archived: bool,
+        created: TimeBounds,
+        order: str,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page:
+        where = ["workspace_id = ?"]
+        params: list[Any] = [workspace_id]
+        if agent_id is not None:
+            where.append("agent_id = ?")
+            params.append(agent_id)
+            if agent_version is not None:
+                where.append("agent_version = ?")
+                params.append(agent_version)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(statuses)
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        _bounds_sql("created_at", created, where, params)
+        return self._keyset_page(
+            "SELECT * FROM sessions",
+            where,
+            params,
+            key_columns=("created_at", "id"),
+            order=order,
+            limit=limit,
+            cursor=cursor,
+            to_item=self._session,
+            bidirectional=True,
+        )
+
+    async def update_session_body(self, session_id: str, body: Json, updated_at: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE sessions SET body = ?, updated_at = ? WHERE id = ?",
+                (_dumps(body), updated_at, session_id),
+            )
+
+    async def archive_session(self, session_id: str, archived_at: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE sessions SET archived_at = COALESCE(archived_at, ?), updated_at = ? WHERE id = ?",
+                (archived_at, archived_at, session_id),
+            )
+
+    async def delete_session(self, session_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    async def sessions_with_work(self) -> list[str]:
+        rows = self._db.execute(
+            "SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
+            "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    # --- the event log ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(row: sqlite3.Row) -> EventRecord:
+        return EventRecord(
+            id=row["id"],
+            session_id=row["session_id"],
+            type=row["type"],
+            body=json.loads(row["body"]),
+            position=row["position"],
+            processed_at=row["processed_at"],
+        )
+
+    def _load_state(self, db: sqlite3.Connection, session_id: str) -> tuple[SessionState, int]:
+        row = db.execute(
+            "SELECT status, usage, active_seconds, running_since, last_position FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"session {session_id} does not exist")
+        state = SessionState(
+            status=row["status"],
+            usage=json.loads(row["usage"]) if row["usage"] else empty_usage(),
+            active_seconds=row["active_seconds"],
+            running_since=row["running_since"],
+        )
+        return state, int(row["last_position"])
+
+    def _save_state(
+        self,
+        db: sqlite3.Connection,
+        session_id: str,
+        before: SessionState,
+        after: SessionState,
+        position: int,
+    ) -> None:
+        if after == before:
+            db.execute("UPDATE sessions SET last_position = ? WHERE id = ?", (position, session_id))
+            return
+        db.execute(
+            "UPDATE sessions SET status = ?, usage = ?, active_seconds = ?, running_since = ?, last_position = ?, "
+            "updated_at = ? WHERE id = ?",
+            (
+                after.status,
+                _dumps(after.usage),
+                after.active_seconds,
+                after.running_since,
+                position,
+                now_rfc3339(),
+                session_id,
+            ),
+        )
+
+    async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        records: list[EventRecord] = []
+        with self._write() as db:
+            before, position = self._load_state(db, session_id)
+            state = before
+            for event in events:
+                position += 1
+                processed_at = now_rfc3339()
+                db.execute(
+                    "INSERT INTO events (id, session_id, type, body, position, processed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (event.id, session_id, event.type, _dumps(event.body), position, processed_at),
+                )
+                state = reduce(state, event.type, event.body, processed_at)
+                records.append(EventRecord(event.id, session_id, event.type, event.body, position, processed_at))
+            self._save_state(db, session_id, before, state, position)
+        return records
+
+    async def enqueue_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO events (id, session_id, type, body) VALUES (?, ?, ?, ?)",
+                [(event.id, session_id, event.type, _dumps(event.body)) for event in events],
+            )
+        return [EventRecord(event.id, session_id, event.type, event.body, None, None) for event in events]
+
+    async def queued_events(self, session_id: str) -> list[EventRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM events WHERE session_id = ? AND position IS NULL ORDER BY seq", (session_id,)
+        ).fetchall()
+        return [self._event(row) for row in rows]
+
+    async def mark_processed(self, session_id: str, event_id: str) -> EventRecord:
+        with self._write() as db:
+            before, position = self._load_state(db, session_id)
+            row = db.execute(
+                "SELECT * FROM events WHERE id = ? AND session_id = ? AND position IS NULL",
+                (event_id, session_id),
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"event {event_id} is not queued in session {session_id}")
+            position += 1
+            processed_at = now_rfc3339()
+            db.execute(
+                "UPDATE events SET position = ?, processed_at = ? WHERE id = ?",
+                (position, processed_at, event_id),
+            )
+            body = json.loads(row["body"])
+            after = reduce(before, row["type"], body, processed_at)
+            self._save_state(db, session_id, before, after, position)
+        return EventRecord(event_id, session_id, row["type"], body, position, processed_at)
+
+    async def list_events(
+        self,
+        session_id: str,
+        *,
+        types: list[str],
+        processed: TimeBounds,
+        order: str,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page:
+        where = ["session_id = ?", "position IS NOT NULL"]
+        params: list[Any] = [session_id]
+        if types:
+            where.append(f"type IN ({', '.join('?' for _ in types)})")
+            params.extend(types)
+        _bounds_sql("processed_at", processed, where, params)
+        descending = order == "desc"
+        if cursor is not None:
+            where.append("position < ?" if descending else "position > ?")
+            params.append(int(cursor["k"]))
+        sql = (
+            f"SELECT * FROM events WHERE {' AND '.join(where)} "
+            f"ORDER BY position {'DESC' if descending else 'ASC'} LIMIT ?"
+        )
+        rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[self._event(row) for row in rows],
+            next_cursor={"k": rows[-1]["position"]} if more else None,
+        )
+
+    async def conversation_events(self, session_id: str, types: tuple[str, ...]) -> list[EventRecord]:
+        rows = self._db.execute(
+            f"SELECT * FROM events WHERE session_id = ? AND position IS NOT NULL "
+            f"AND type IN ({', '.join('?' for _ in types)}) ORDER BY position",
+            (session_id, *types),
+        ).fetchall()
+        return [self._event(row) for row in rows]
+
+    async def find_event(self, session_id: str, event_id: str) -> EventRecord | None:
+        row = self._one("SELECT * FROM events WHERE session_id = ? AND id = ?", (session_id, event_id))
+        return self._event(row) if row else None

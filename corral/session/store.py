@@ -1,0 +1,153 @@
+"""The storage interface: every read and write of durable state goes through a `Store`.
+
+Adapters (SQLite today) implement it; the API and the brain never see SQL. Methods that take a
+`workspace_id` only see that workspace's objects: an id from another workspace is simply not found.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from corral.session.records import (
+    AgentRecord,
+    ApiKeyRecord,
+    EnvironmentRecord,
+    EventRecord,
+    Json,
+    NewEvent,
+    Page,
+    SessionRecord,
+    TimeBounds,
+)
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    # --- workspaces and API keys -------------------------------------------------------------
+    async def create_workspace(self, workspace_id: str, name: str) -> None: ...
+
+    async def add_api_key(self, key: ApiKeyRecord, key_hash: str) -> None: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The live (not revoked) key with this hash."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]: ...
+
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+
+    # --- agents ----------------------------------------------------------------------------------
+    async def insert_agent(self, agent: AgentRecord) -> None: ...
+
+    async def add_agent_version(self, agent: AgentRecord, expected_version: int) -> bool:
+        """Store `agent` (version = expected_version + 1) if the latest version is still `expected_version`."""
+        ...
+
+    async def get_agent(self, workspace_id: str, agent_id: str, version: int | None = None) -> AgentRecord | None: ...
+
+    async def list_agents(
+        self,
+        workspace_id: str,
+        *,
+        include_archived: bool,
+        created: TimeBounds,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page: ...
+
+    async def list_agent_versions(
+        self, workspace_id: str, agent_id: str, *, limit: int, cursor: Json | None
+    ) -> Page: ...
+
+    async def archive_agent(self, workspace_id: str, agent_id: str, archived_at: str) -> None: ...
+
+    # --- environments ----------------------------------------------------------------------------
+    async def insert_environment(self, environment: EnvironmentRecord) -> bool:
+        """False when the workspace already has an environment of that name."""
+        ...
+
+    async def update_environment(self, environment: EnvironmentRecord) -> bool:
+        """False when the new name collides with another environment."""
+        ...
+
+    async def get_environment(self, workspace_id: str, environment_id: str) -> EnvironmentRecord | None: ...
+
+    async def list_environments(
+        self, workspace_id: str, *, include_archived: bool, limit: int, cursor: Json | None
+    ) -> Page: ...
+
+    async def delete_environment(self, workspace_id: str, environment_id: str) -> None: ...
+
+    async def archive_environment(self, workspace_id: str, environment_id: str, archived_at: str) -> None: ...
+
+    # --- sessions --------------------------------------------------------------------------------
+    async def insert_session(self, session: SessionRecord) -> None: ...
+
+    async def get_session(self, workspace_id: str | None, session_id: str) -> SessionRecord | None:
+        """The session, if it belongs to `workspace_id` (None: any workspace, for the brain)."""
+        ...
+
+    async def list_sessions(
+        self,
+        workspace_id: str,
+        *,
+        agent_id: str | None,
+        agent_version: int | None,
+        statuses: list[str],
+        include_archived: bool,
+        created: TimeBounds,
+        order: str,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page: ...
+
+    async def update_session_body(self, session_id: str, body: Json, updated_at: str) -> None: ...
+
+    async def archive_session(self, session_id: str, archived_at: str) -> None: ...
+
+    async def delete_session(self, session_id: str) -> None:
+        """Remove the session and its whole event log."""
+        ...
+
+    async def sessions_with_work(self) -> list[str]:
+        """Ids of sessions that have queued events or were left running (work to resume on start)."""
+        ...
+
+    # --- the event log ---------------------------------------------------------------------------
+    async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        """Append processed events in order, updating the session's derived state in the same transaction."""
+        ...
+
+    async def enqueue_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        """Durably store client events that wait to be processed (position and processed_at unset)."""
+        ...
+
+    async def queued_events(self, session_id: str) -> list[EventRecord]:
+        """Client events not yet processed, in the order they were sent."""
+        ...
+
+    async def mark_processed(self, session_id: str, event_id: str) -> EventRecord:
+        """Give a queued event its place in the processed order."""
+        ...
+
+    async def list_events(
+        self,
+        session_id: str,
+        *,
+        types: list[str],
+        processed: TimeBounds,
+        order: str,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page: ...
+
+    async def conversation_events(self, session_id: str, types: tuple[str, ...]) -> list[EventRecord]:
+        """All processed events of the given types, in order (what the brain rebuilds context from)."""
+        ...
+
+    async def find_event(self, session_id: str, event_id: str) -> EventRecord | None: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What this store is, for logs and the health endpoint."""
+        ...

@@ -1,0 +1,57 @@
+"""Fixtures for conformance tests: one fake model and one real `corral serve`, driven by the official SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import pytest
+
+from tests.support.fake_model import FakeModel
+from tests.support.server import CorralServer
+
+
+@pytest.fixture(scope="session")
+def fake_model() -> Iterator[FakeModel]:
+    with FakeModel() as model:
+        yield model
+
+
+@pytest.fixture(scope="session")
+def server(fake_model: FakeModel) -> Iterator[CorralServer]:
+    with CorralServer(model_url=fake_model.url) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script(fake_model: FakeModel) -> Iterator[None]:
+    fake_model.reset()
+    yield
+    fake_model.reset()
+
+
+@pytest.fixture
+def client(server: CorralServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=server.url, api_key=server.api_key, max_retries=0) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+def agent(client: anthropic.Anthropic):  # type: ignore[no-untyped-def]
+    return client.beta.agents.create(
+        name="Test agent", model="claude-sonnet-4-6", tools=[{"type": "agent_toolset_20260401"}]
+    )
+
+
+@pytest.fixture
+def environment(client: anthropic.Anthropic):  # type: ignore[no-untyped-def]
+    import uuid
+
+    return client.beta.environments.create(
+        name=f"env-{uuid.uuid4().hex[:12]}", config={"type": "cloud", "networking": {"type": "unrestricted"}}
+    )
+
+
+@pytest.fixture
+def session(client: anthropic.Anthropic, agent, environment):  # type: ignore[no-untyped-def]
+    return client.beta.sessions.create(agent=agent.id, environment_id=environment.id, title="test session")

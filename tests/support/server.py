@@ -1,0 +1,117 @@
+"""Starts a real `corral serve` process for tests and benchmarks, on a free port with its own data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+CORRAL_BIN = Path(sys.executable).with_name("corral")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class CorralServer:
+    """A `corral serve` subprocess. `api_key` is registered on start through CORRAL_API_KEY."""
+
+    def __init__(
+        self,
+        *,
+        model_url: str | None = None,
+        api_key: str = "sk-corral-test-key",
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="corral-test-")
+        self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.api_key = api_key
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.data_dir / "server.log"
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENAI_", "CORRAL_"))}
+        self.env = {
+            **base_env,
+            "CORRAL_API_KEY": api_key,
+            "CORRAL_MODEL_RETRY_DELAY": "0.01",
+            "CORRAL_SSE_PING_SECONDS": "1",
+            "CORRAL_LOG_LEVEL": "warning",
+        }
+        if model_url:
+            self.env.update({"ANTHROPIC_BASE_URL": model_url, "ANTHROPIC_API_KEY": "sk-ant-fake-model-key"})
+        self.env.update(env or {})
+        self.args = args or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> CorralServer:
+        command = [str(CORRAL_BIN), "serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"corral serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"corral serve did not become healthy in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def corral(self, *args: str) -> str:
+        """Run a `corral` admin command against this server's data directory; returns stdout."""
+        result = subprocess.run(
+            [str(CORRAL_BIN), *args, "--data-dir", str(self.data_dir)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout
+
+    def __enter__(self) -> CorralServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
