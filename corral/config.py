@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 ProviderKind = Literal["anthropic", "openai"]
+SandboxKind = Literal["bubblewrap", "none"]
 
 DEFAULT_PORT = 8400
 DEFAULT_DATA_DIR = Path("~/.corral")
@@ -93,6 +94,7 @@ class Settings:
     model_timeout: float = 600.0
     max_tokens: int = 8192
     sse_ping_seconds: float = 15.0
+    sandbox: SandboxKind = "bubblewrap"
 
     @property
     def database_path(self) -> Path:

@@ -12,7 +12,9 @@ from corral.api.app import create_app
 from corral.api.auth import issue_key, register_key
 from corral.brain.scheduler import Brain
 from corral.config import Settings
+from corral.hands.bubblewrap import BubblewrapLauncher, RefusingLauncher
 from corral.hands.local import LocalHandsProvider
+from corral.hands.shell import LocalShellLauncher, SandboxUnavailable
 from corral.ids import new_id
 from corral.models.router import ModelRouter
 from corral.runtime import Runtime
@@ -24,11 +26,25 @@ from corral.session.store import Store
 log = logging.getLogger("corral")
 
 
+def build_hands(settings: Settings) -> LocalHandsProvider:
+    """Workspaces under the data dir; shells in bubblewrap, or refused with the reason if it cannot run."""
+    if settings.sandbox == "none":
+        log.warning("--sandbox none: tool commands run UNCONFINED on this host, as the server's user")
+        return LocalHandsProvider(settings.workspaces_dir, launcher=LocalShellLauncher())
+    try:
+        launcher = BubblewrapLauncher.detect()
+    except SandboxUnavailable as exc:
+        log.error("sandbox unavailable, bash calls will fail until this is fixed: %s", exc)
+        return LocalHandsProvider(settings.workspaces_dir, launcher=RefusingLauncher(str(exc)))
+    identity = launcher.identity
+    return LocalHandsProvider(settings.workspaces_dir, launcher=launcher, owner=(identity.uid, identity.gid))
+
+
 def build_runtime(settings: Settings) -> Runtime:
     store = SqliteStore(settings.database_path)
     bus = EventBus()
     session_log = SessionLog(store, bus)
-    hands = LocalHandsProvider(settings.workspaces_dir)
+    hands = build_hands(settings)
     models = ModelRouter(settings)
     brain = Brain(session_log, hands, models, settings)
     return Runtime(settings=settings, store=store, bus=bus, log=session_log, hands=hands, models=models, brain=brain)
@@ -52,7 +68,9 @@ async def ensure_api_key(store: Store, configured_key: str | None) -> str | None
 
 def run_server(settings: Settings, log_level: str) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o700)
+    # Traversable but not listable: sandboxes reach their workspace below it; the database file is 0600.
+    settings.data_dir.chmod(0o711)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     runtime = build_runtime(settings)
     new_key = asyncio.run(ensure_api_key(runtime.store, settings.api_key))
     if new_key:

@@ -170,6 +170,15 @@ def main() -> None:
     help="Keepalive interval on event streams.",
 )
 @click.option(
+    "--sandbox",
+    envvar="CORRAL_SANDBOX",
+    show_envvar=True,
+    default="bubblewrap",
+    show_default=True,
+    type=click.Choice(["bubblewrap", "none"]),
+    help="Where tool commands run. 'none' runs them unconfined on the host: only for trusted agents.",
+)
+@click.option(
     "--log-level",
     envvar="CORRAL_LOG_LEVEL",
     show_envvar=True,
@@ -187,6 +196,7 @@ def serve(
     model_timeout: float,
     max_tokens: int,
     sse_ping_seconds: float,
+    sandbox: str,
     log_level: str,
 ) -> None:
     """Run the Corral server (SQLite in the data directory; listens on 127.0.0.1:8400 by default).
@@ -209,6 +219,7 @@ def serve(
         model_timeout=model_timeout,
         max_tokens=max_tokens,
         sse_ping_seconds=sse_ping_seconds,
+        sandbox="none" if sandbox == "none" else "bubblewrap",
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from corral.server import run_server  # the server's imports are heavy; keep `corral --help` fast

@@ -44,11 +44,16 @@ class PathRefused(Exception):
 
 
 class FileTools:
-    """read / write / edit / glob / grep confined to one workspace directory."""
+    """read / write / edit / glob / grep confined to one workspace directory.
 
-    def __init__(self, workspace: Path, *, use_ripgrep: bool = True) -> None:
+    `use_ripgrep=False` makes grep use its pure-Python fallback even when `rg` is installed.
+    """
+
+    def __init__(self, workspace: Path, *, use_ripgrep: bool = True, owner: tuple[int, int] | None = None) -> None:
         self._workspace = workspace
         self._use_ripgrep = use_ripgrep
+        # Files these tools create belong to the sandbox's user, so commands in the sandbox can change them.
+        self._owner = owner
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -162,8 +167,8 @@ class FileTools:
             return ToolResult.error(f"write: {file_path} is a directory")
         data = content.encode("utf-8")
         try:
-            real.parent.mkdir(parents=True, exist_ok=True)
-            _write_bytes(real, data)
+            _make_parents(real.parent, self._owner)
+            _write_bytes(real, data, self._owner)
         except OSError as exc:
             return ToolResult.error(f"write: {file_path}: {exc.strerror or exc}")
         return ToolResult.text(f"wrote {len(data)} bytes to {file_path}")
@@ -354,10 +359,23 @@ def _read_bytes(path: Path) -> bytes:
         return f.read()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as f:
+        if owner is not None:
+            os.fchown(f.fileno(), *owner)
         f.write(data)
+
+
+def _make_parents(directory: Path, owner: tuple[int, int] | None) -> None:
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        if owner is not None:
+            os.chown(path, *owner, follow_symlinks=False)
 
 
 def _binary_block(file_path: str, kind: str, media_type: str, real: Path) -> ToolResult:

@@ -18,7 +18,7 @@ from typing import Any
 
 from corral.hands.base import ToolResult
 from corral.hands.files import FileTools
-from corral.hands.shell import DEFAULT_TIMEOUT_S, BashSession, ShellLauncher
+from corral.hands.shell import DEFAULT_TIMEOUT_S, BashSession, SandboxUnavailable, ShellLauncher
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,13 @@ class LocalHands:
         *,
         launcher: ShellLauncher | None = None,
         use_ripgrep: bool = True,
+        owner: tuple[int, int] | None = None,
     ) -> None:
         self.workspace = workspace
         self._workspace_ready = False
         self._shell = BashSession(workspace, launcher)
-        self._files = FileTools(workspace, use_ripgrep=use_ripgrep)
+        self._owner = owner
+        self._files = FileTools(workspace, use_ripgrep=use_ripgrep, owner=owner)
         self._tools: dict[str, Callable[[_Input], Awaitable[ToolResult]]] = {
             "bash": self._bash,
             "read": self._read,
@@ -117,11 +119,13 @@ class LocalHands:
             return ToolResult.error(f"{name}: input must be a JSON object")
         try:
             if not self._workspace_ready:
-                await asyncio.to_thread(_make_workspace, self.workspace)
+                await asyncio.to_thread(_make_workspace, self.workspace, self._owner)
                 self._workspace_ready = True
             return await tool(_Input(name, tool_input))
         except InvalidInput as exc:
             return ToolResult.error(str(exc))
+        except SandboxUnavailable as exc:
+            return ToolResult.error(f"{name}: {exc}")
         except Exception as exc:
             log.exception("tool %s failed", name)
             return ToolResult.error(f"{name}: internal error: {type(exc).__name__}: {exc}")
@@ -168,13 +172,16 @@ class LocalHands:
         return await self._files.grep(args.string("pattern"), args.string("path", required=False))
 
 
-def _make_workspace(workspace: Path) -> None:
+def _make_workspace(workspace: Path, owner: tuple[int, int] | None) -> None:
     if workspace.is_dir():
         return
-    workspace.parent.mkdir(parents=True, exist_ok=True)
+    # The sandbox user must be able to reach its workspace to mount it, but not list its neighbours.
+    workspace.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     workspace.mkdir(mode=0o700, exist_ok=True)
     # mkdir's mode is filtered by the umask; make sure no one else can look in.
     os.chmod(workspace, 0o700)
+    if owner is not None:
+        os.chown(workspace, *owner)
 
 
 class LocalHandsProvider:
@@ -186,10 +193,12 @@ class LocalHandsProvider:
         *,
         launcher: ShellLauncher | None = None,
         use_ripgrep: bool = True,
+        owner: tuple[int, int] | None = None,
     ) -> None:
         self.root = Path(root)
         self._launcher = launcher
         self._use_ripgrep = use_ripgrep
+        self._owner = owner
         self._hands: dict[str, LocalHands] = {}
 
     def workspace(self, session_id: str) -> Path:
@@ -203,7 +212,9 @@ class LocalHandsProvider:
         """The session's hands; cheap, nothing is created until the first tool call."""
         hands = self._hands.get(session_id)
         if hands is None:
-            hands = LocalHands(self.workspace(session_id), launcher=self._launcher, use_ripgrep=self._use_ripgrep)
+            hands = LocalHands(
+                self.workspace(session_id), launcher=self._launcher, use_ripgrep=self._use_ripgrep, owner=self._owner
+            )
             self._hands[session_id] = hands
         return hands
 

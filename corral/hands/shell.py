@@ -56,6 +56,10 @@ def scrubbed_env(workspace: Path) -> dict[str, str]:
     }
 
 
+class SandboxUnavailable(RuntimeError):
+    """The shell cannot be started in a sandbox here; the message names the fix."""
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """How to spawn the shell: the argv, its whole environment, and its starting directory."""
