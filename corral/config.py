@@ -17,7 +17,9 @@ ProviderKind = Literal["anthropic", "openai"]
 SandboxKind = Literal["bubblewrap", "none"]
 
 DEFAULT_PORT = 8400
-DEFAULT_DATA_DIR = Path("~/.corral")
+# As root, sandboxed commands run as an unprivileged user that must be able to reach the workspaces, so the
+# data directory cannot sit under /root.
+DEFAULT_DATA_DIR = Path("/var/lib/corral") if os.geteuid() == 0 else Path("~/.corral")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def parse_routes(raw: Any) -> list[ModelRoute]:
         if missing:
             raise ValueError(f"model route {index} is missing {', '.join(missing)}")
         if entry["provider"] not in ("anthropic", "openai"):
-            raise ValueError(f"model route {index}: provider must be 'anthropic' or 'openai'")
+            raise ValueError(f"model route {index}: provider must be 'anthropic' or 'openai', not {entry['provider']!r}")
         routes.append(
             ModelRoute(
                 match=str(entry["match"]),

@@ -32,7 +32,7 @@ def build_hands(settings: Settings) -> LocalHandsProvider:
         log.warning("--sandbox none: tool commands run UNCONFINED on this host, as the server's user")
         return LocalHandsProvider(settings.workspaces_dir, launcher=LocalShellLauncher())
     try:
-        launcher = BubblewrapLauncher.detect()
+        launcher = BubblewrapLauncher.detect(settings.workspaces_dir)
     except SandboxUnavailable as exc:
         log.error("sandbox unavailable, bash calls will fail until this is fixed: %s", exc)
         return LocalHandsProvider(settings.workspaces_dir, launcher=RefusingLauncher(str(exc)))

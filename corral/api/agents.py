@@ -304,7 +304,10 @@ async def update_agent(request: Request) -> JSONResponse:
     if params.name is not None:
         body["name"] = params.name
     if params.model is not None:
-        body["model"] = resolve_model(params.model)
+        model = resolve_model(params.model)
+        if not isinstance(params.model, ModelConfigParam) or params.model.effort is None:
+            model["effort"] = current.body["model"]["effort"]  # omitted on update: unchanged
+        body["model"] = model
     for field in ("description", "system"):
         if field in raw:
             body[field] = getattr(params, field) or None

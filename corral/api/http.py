@@ -117,18 +117,32 @@ def query_time_bounds(request: Request, name: str = "created_at") -> TimeBounds:
 
 
 def decode_cursor(request: Request, *, scope: str) -> Json | None:
-    """The `page` cursor; it is bound to the listing (and order) it came from."""
+    """The `page` cursor; it is bound to the listing (and order) it came from.
+
+    A cursor's key is either a log position (an int) or a keyset pair (two ints or strings); anything else
+    did not come from this server.
+    """
     raw = request.query_params.get("page")
     if not raw:
         return None
+    not_ours = InvalidRequest("query parameter 'page' is not a cursor this server issued")
     try:
         cursor = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest("query parameter 'page' is not a cursor this server issued") from exc
-    if not isinstance(cursor, dict) or cursor.get("s") != scope:
+        raise not_ours from exc
+    if not isinstance(cursor, dict):
+        raise not_ours
+    if cursor.get("s") != scope:
         raise InvalidRequest(
             "query parameter 'page' belongs to a different listing or order; start again without 'page'"
         )
+    key = cursor.get("k")
+    is_position = isinstance(key, int) and not isinstance(key, bool)
+    is_pair = isinstance(key, list) and len(key) == 2 and all(isinstance(part, str | int) for part in key)
+    if cursor.get("d", "next") not in ("next", "prev") or not (is_position or is_pair):
+        raise not_ours
+    if scope.startswith("events:") != is_position:
+        raise not_ours
     return cursor
 
 

@@ -83,8 +83,9 @@ class BubblewrapLauncher:
         self._setpriv = setpriv
 
     @classmethod
-    def detect(cls) -> BubblewrapLauncher:
-        """A launcher for this machine, after checking that a sandbox really starts; else SandboxUnavailable."""
+    def detect(cls, workspaces_root: Path) -> BubblewrapLauncher:
+        """A launcher for this machine, after checking that a sandbox starts on a directory below
+        `workspaces_root` (which the sandbox user must be able to reach); else SandboxUnavailable."""
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxUnavailable("bubblewrap is not installed; run scripts/setup or `apt-get install bubblewrap`")
@@ -93,7 +94,7 @@ class BubblewrapLauncher:
         if identity.needs_switch and setpriv is None:
             raise SandboxUnavailable("setpriv (util-linux) is needed to drop to the sandbox user; install util-linux")
         launcher = cls(identity, bwrap, setpriv)
-        launcher.probe()
+        launcher.probe(workspaces_root)
         return launcher
 
     def argv(self, workspace: Path, command: tuple[str, ...]) -> tuple[str, ...]:
@@ -121,6 +122,8 @@ class BubblewrapLauncher:
             "--dev", "/dev",
             "--tmpfs", "/tmp",
             "--bind", str(workspace), "/workspace",
+            # Everything but /workspace and /tmp (separate mounts) becomes read-only, /etc included.
+            "--remount-ro", "/",
             "--chdir", "/workspace",
             "--unshare-all",
             "--die-with-parent",
@@ -138,12 +141,14 @@ class BubblewrapLauncher:
         env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
         return LaunchSpec(argv=self.argv(workspace, ("bash", "--noprofile", "--norc")), env=env, cwd="/")
 
-    def probe(self) -> None:
-        """Start one sandbox and run `true` in it, so a broken setup fails at start, not on a tool call."""
-        probe_dir = Path("/tmp") / f"corral-probe-{os.getpid()}"
+    def probe(self, workspaces_root: Path) -> None:
+        """Start one sandbox on a scratch workspace, so a broken setup fails at start, not on a tool call."""
+        workspaces_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        probe_dir = workspaces_root / f".probe-{os.getpid()}"
         probe_dir.mkdir(mode=0o700, exist_ok=True)
         try:
-            os.chown(probe_dir, self.identity.uid, self.identity.gid) if os.geteuid() == 0 else None
+            if self.identity.needs_switch:
+                os.chown(probe_dir, self.identity.uid, self.identity.gid)
             result = subprocess.run(
                 self.argv(probe_dir, ("bash", "-c", "test -w /workspace")),
                 env={"PATH": SAFE_PATH},
@@ -157,6 +162,12 @@ class BubblewrapLauncher:
             shutil.rmtree(probe_dir, ignore_errors=True)
         if result.returncode != 0:
             detail = result.stderr.decode(errors="replace").strip()
+            if "Permission denied" in detail and self.identity.needs_switch:
+                raise SandboxUnavailable(
+                    f"the sandbox user '{SANDBOX_USER}' cannot reach the workspaces in {workspaces_root} ({detail}); "
+                    "every directory above it must be searchable by others (chmod o+x), so choose a --data-dir "
+                    "such as /var/lib/corral rather than one under /root"
+                )
             raise SandboxUnavailable(
                 f"bubblewrap could not start a sandbox ({detail or f'exit {result.returncode}'}); it needs "
                 "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "

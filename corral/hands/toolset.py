@@ -131,7 +131,7 @@ _DEFINITIONS: dict[str, Json] = {
 
 
 def model_tool_definitions(tools: list[Json]) -> list[Json]:
-    """The tool definitions offered to the model: enabled workspace tools, then custom tools."""
+    """The tool definitions offered to the model: enabled workspace tools and custom tools, in the agent's order."""
     definitions: list[Json] = []
     for tool in tools:
         if tool.get("type") == TOOLSET_TYPE:

@@ -333,8 +333,14 @@ class SqliteStore:
         try:
             with self._write() as db:
                 db.execute(
-                    "UPDATE environments SET name = ?, body = ?, updated_at = ? WHERE id = ?",
-                    (environment.name, _dumps(environment.body), environment.updated_at, environment.id),
+                    "UPDATE environments SET name = ?, body = ?, updated_at = ? WHERE id = ? AND workspace_id = ?",
+                    (
+                        environment.name,
+                        _dumps(environment.body),
+                        environment.updated_at,
+                        environment.id,
+                        environment.workspace_id,
+                    ),
                 )
         except sqlite3.IntegrityError:
             return False

@@ -259,6 +259,21 @@ def test_update_replaces_the_tools_array_wholesale(client: anthropic.Anthropic) 
     assert [tool.type for tool in updated.tools] == ["custom"]
 
 
+def test_update_of_model_without_effort_keeps_the_stored_effort(client: anthropic.Anthropic) -> None:
+    agent = _create(client, model={"id": MODEL, "effort": "low"})
+    updated = client.beta.agents.update(agent.id, model={"id": MODEL, "speed": "fast"})
+    assert updated.model.speed == "fast"
+    assert updated.model.effort is not None and updated.model.effort.type == "low"
+
+
+def test_update_of_model_replaces_the_whole_object_so_omitted_inference_geo_clears(
+    client: anthropic.Anthropic,
+) -> None:
+    agent = _create(client, model={"id": MODEL, "inference_geo": "us"})
+    updated = client.beta.agents.update(agent.id, model={"id": MODEL})
+    assert updated.model.inference_geo is None
+
+
 def test_update_cannot_clear_the_name(client: anthropic.Anthropic) -> None:
     agent = _create(client)
     with pytest.raises(anthropic.BadRequestError):

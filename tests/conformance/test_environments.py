@@ -66,7 +66,7 @@ def test_create_without_config_resolves_a_cloud_config_with_default_networking(c
 def test_create_resolves_packages_with_all_six_arrays(client: anthropic.Anthropic) -> None:
     packages = _create_raw(client, config={"type": "cloud"})["config"]["packages"]
     assert packages.get("type", "packages") == "packages"
-    assert {manager: packages[manager] for manager in PACKAGE_MANAGERS} == dict.fromkeys(PACKAGE_MANAGERS, [])
+    assert {manager: packages[manager] for manager in PACKAGE_MANAGERS} == {key: [] for key in PACKAGE_MANAGERS}
 
 
 def test_create_resolves_limited_networking_fields_and_listed_packages(client: anthropic.Anthropic) -> None:
@@ -242,6 +242,18 @@ def test_retrieve_after_delete_is_404(client: anthropic.Anthropic) -> None:
     client.beta.environments.delete(environment.id)
     with pytest.raises(anthropic.NotFoundError):
         client.beta.environments.retrieve(environment.id)
+
+
+def test_a_deleted_environment_disappears_from_list(client: anthropic.Anthropic) -> None:
+    environment = _create(client)
+    client.beta.environments.delete(environment.id)
+    assert environment.id not in {env.id for env in client.beta.environments.list(limit=100, include_archived=True)}
+
+
+def test_the_name_of_a_deleted_environment_can_be_reused(client: anthropic.Anthropic) -> None:
+    environment = _create(client)
+    client.beta.environments.delete(environment.id)
+    assert _create(client, name=environment.name).name == environment.name
 
 
 def test_delete_of_an_unknown_environment_is_404(client: anthropic.Anthropic) -> None:

@@ -241,17 +241,37 @@ def test_list_auto_paginates_forward_without_overlap_or_gap(client, agent, envir
     assert listed == created[::-1]
 
 
-def test_list_pages_back_with_prev_page_to_the_same_pages(client, agent, environment) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_list_pages_back_with_prev_page_to_the_same_pages(client, agent, environment, order) -> None:  # type: ignore[no-untyped-def]
     created = [s.id for s in _sessions(client, agent, environment, 5)]
-    forward = [client.beta.sessions.list(agent_id=agent.id, limit=2)]
+    expected = created[::-1] if order == "desc" else created
+
+    def page(cursor=None):  # type: ignore[no-untyped-def]
+        extra = {"page": cursor} if cursor else {}
+        return client.beta.sessions.list(agent_id=agent.id, limit=2, order=order, **extra)
+
+    forward = [page()]
     while forward[-1].next_page:
-        forward.append(client.beta.sessions.list(agent_id=agent.id, limit=2, page=forward[-1].next_page))
-    assert [[s.id for s in page.data] for page in forward] == [created[4:2:-1], created[2:0:-1], created[0:1]]
+        forward.append(page(forward[-1].next_page))
+    forward_ids = [[s.id for s in p.data] for p in forward]
+    assert forward_ids == [expected[0:2], expected[2:4], expected[4:5]]
 
     backward = [forward[-1]]
     while backward[-1].prev_page:
-        backward.append(client.beta.sessions.list(agent_id=agent.id, limit=2, page=backward[-1].prev_page))
-    assert [[s.id for s in page.data] for page in backward] == [[s.id for s in page.data] for page in forward[::-1]]
+        backward.append(page(backward[-1].prev_page))
+    assert [[s.id for s in p.data] for p in backward] == forward_ids[::-1]
+
+
+def test_list_filters_by_agent_version(client, versioned_agent, environment) -> None:  # type: ignore[no-untyped-def]
+    pinned = client.beta.sessions.create(
+        agent={"type": "agent", "id": versioned_agent.id, "version": 1}, environment_id=environment.id
+    )
+    latest = client.beta.sessions.create(agent=versioned_agent.id, environment_id=environment.id)
+    by_version = {
+        version: [s.id for s in client.beta.sessions.list(agent_id=versioned_agent.id, agent_version=version)]
+        for version in (1, 2)
+    }
+    assert by_version == {1: [pinned.id], 2: [latest.id]}
 
 
 def test_list_cursor_from_one_order_is_rejected_for_the_other(client, agent, environment) -> None:  # type: ignore[no-untyped-def]

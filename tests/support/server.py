@@ -37,6 +37,8 @@ class CorralServer:
     ) -> None:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="corral-test-")
         self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        # The sandbox user must be able to traverse down to the workspaces (as under /var/lib).
+        self.data_dir.chmod(0o711)
         self.api_key = api_key
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

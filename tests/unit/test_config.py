@@ -1,0 +1,118 @@
+"""Model routes: the defaults, the config form, and the TOML config file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.config import ModelRoute, Settings, default_routes, load_config_file, parse_routes
+
+
+def route_entry(**overrides: Any) -> dict[str, Any]:
+    entry = {
+        "match": "llama*",
+        "provider": "openai",
+        "base_url": "http://localhost:11434/v1",
+        "api_key_env": "OLLAMA_API_KEY",
+    }
+    entry.update(overrides)
+    return entry
+
+
+def test_default_routes_send_claude_models_to_anthropic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+
+    route = Settings().route_for("claude-sonnet-4-5")
+
+    assert route is not None
+    assert (route.provider, route.base_url, route.api_key_env) == (
+        "anthropic",
+        "https://api.anthropic.com",
+        "ANTHROPIC_API_KEY",
+    )
+
+
+def test_default_anthropic_route_honours_anthropic_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9999")
+
+    route = Settings().route_for("claude-opus-4")
+
+    assert route is not None and route.base_url == "http://127.0.0.1:9999"
+
+
+@pytest.mark.parametrize("model_id", ["gpt-4o", "llama3.1:8b", "qwen/qwen3-coder", "not-claude-x"])
+def test_default_routes_send_other_models_to_openai(model_id: str) -> None:
+    route = Settings().route_for(model_id)
+
+    assert route is not None and route.provider == "openai"
+
+
+def test_default_routes_try_anthropic_before_the_catch_all() -> None:
+    assert [route.match for route in default_routes()] == ["claude-*", "*"]
+
+
+def test_parse_routes_builds_routes_from_entries() -> None:
+    assert parse_routes([route_entry()]) == [
+        ModelRoute(
+            match="llama*", provider="openai", base_url="http://localhost:11434/v1", api_key_env="OLLAMA_API_KEY"
+        )
+    ]
+
+
+@pytest.mark.parametrize("key", ["match", "provider", "base_url", "api_key_env"])
+def test_parse_routes_rejects_an_entry_missing_a_key_and_names_it(key: str) -> None:
+    entry = route_entry()
+    del entry[key]
+
+    with pytest.raises(ValueError, match=rf"model route 1 is missing {key}"):
+        parse_routes([route_entry(), entry])
+
+
+def test_parse_routes_rejects_an_unknown_provider_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"model route 0: provider must be 'anthropic' or 'openai'"):
+        parse_routes([route_entry(provider="azure")])
+
+
+def test_parse_routes_rejects_a_non_list() -> None:
+    with pytest.raises(ValueError, match="must be a list"):
+        parse_routes({"match": "*"})
+
+
+def test_load_config_file_reads_server_settings_and_model_routes(tmp_path: Path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text(
+        """
+[server]
+host = "0.0.0.0"
+port = 9000
+
+[[models.routes]]
+match = "llama*"
+provider = "openai"
+base_url = "http://localhost:11434/v1"
+api_key_env = "OLLAMA_API_KEY"
+
+[[models.routes]]
+match = "claude-*"
+provider = "anthropic"
+base_url = "https://api.anthropic.com"
+api_key_env = "ANTHROPIC_API_KEY"
+"""
+    )
+
+    values = load_config_file(path)
+
+    assert values["host"] == "0.0.0.0"
+    assert values["port"] == 9000
+    routes = parse_routes(json.loads(values["model_routes"]))
+    assert [(route.match, route.provider) for route in routes] == [("llama*", "openai"), ("claude-*", "anthropic")]
+
+
+def test_load_config_file_without_routes_has_no_model_routes(tmp_path: Path) -> None:
+    path = tmp_path / "corral.toml"
+    path.write_text("[server]\nport = 9001\n")
+
+    assert load_config_file(path) == {"port": 9001}
