@@ -46,6 +46,7 @@ MODEL = "claude-sonnet-4-6"
 TURN_TIMEOUT_S = 30.0  # a turn that has not gone idle by then is reported as a failure
 READ_TIMEOUT_S = 5.0  # the server pings every second (CorralServer sets CORRAL_SSE_PING_SECONDS=1)
 SERVER_ENV = {"CORRAL_LOG_LEVEL": "warning"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 JSONDict = dict[str, Any]
 
@@ -312,12 +313,6 @@ def fake_model(in_process: bool) -> FakeModel | FakeModelProcess:
 # Measurements
 
 
-def _expect_end_turn(turn: Turn, what: str) -> None:
-    if turn.stop_reason != "end_turn":
-        kinds = " ".join(seen.type for seen in turn.frames)
-        raise BenchError(f"{what}: idle with stop_reason {turn.stop_reason!r}; frames: {kinds}")
-
-
 @dataclass
 class Counts:
     warm: int
@@ -345,85 +340,101 @@ def _record_arrivals(target: dict[str, list[float]], turn: Turn) -> None:
         target[kind].append(at * 1000)
 
 
-def _check_tool_turn(turn: Turn, what: str) -> None:
-    kinds = [seen.type for seen in turn.frames]
-    if TOOL_USE not in kinds or TOOL_RESULT not in kinds:
-        raise BenchError(f"{what}: no tool round trip in the turn; frames: {' '.join(kinds)}")
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (not its children: sandboxed shells are not counted)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class Bench:
     """The latency measurements against one server, sharing one agent and one environment."""
 
-    def __init__(self, api: Api, counts: Counts) -> None:
+    def __init__(self, api: Api, counts: Counts, server_pid: int) -> None:
         self.api = api
         self.counts = counts
+        self.server_pid = server_pid
         self.agent_id = api.create_agent()
         self.env_id = api.create_environment()
         self.series = {
             "a-warm": Series("a-warm", "no-tool turn, warm session", 10),
             "a-fresh": Series("a-fresh", "no-tool turn, fresh session (stream already open)", 10),
             "b-new": Series("b-new", "bash turn, brand-new session (sandbox cold start)", 30),
+            "b-new-tool": Series("b-new-tool", "  of which tool_use -> tool_result, server clock"),
             "b-warm": Series("b-warm", "bash turn, warm session"),
-            "c": Series("c", "create agent + environment + session"),
+            "c": Series("c", "create agent + environment + session (3 POSTs)"),
             "d": Series("d", "tool_use -> tool_result frames, warm session", 2),
+            "d-server": Series("d-server", "  the same on the server clock (`processed_at`)", 2),
         }
         self.arrivals: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     def new_session(self) -> str:
         return self.api.create_session(self.agent_id, self.env_id)
 
+    def _turn(self, stream: EventStream, session_id: str, text: str, series: Series | None) -> Turn:
+        """One turn; its latency and the server's CPU time go to `series` unless it is None (warmup)."""
+        cpu = cpu_seconds(self.server_pid)
+        turn = self.api.turn(stream, session_id, text)
+        if turn.stop_reason != "end_turn":
+            kinds = " ".join(seen.type for seen in turn.frames)
+            raise BenchError(f"{text!r}: idle with stop_reason {turn.stop_reason!r}; frames: {kinds}")
+        if text.startswith("bash: ") and turn.between(TOOL_USE, TOOL_RESULT) is None:
+            kinds = " ".join(seen.type for seen in turn.frames)
+            raise BenchError(f"{text!r}: no tool round trip in the turn; frames: {kinds}")
+        if series is not None:
+            series.add_cpu(cpu_seconds(self.server_pid) - cpu)
+            series.add_seconds(turn.seconds)
+            _record_arrivals(self.arrivals[series.name], turn)
+        return turn
+
     def create(self) -> None:
+        series = self.series["c"]
         for _ in range(self.counts.create):
+            cpu = cpu_seconds(self.server_pid)
             started = time.perf_counter()
             agent_id = self.api.create_agent()
             environment_id = self.api.create_environment()
             self.api.create_session(agent_id, environment_id)
-            self.series["c"].add_seconds(time.perf_counter() - started)
+            series.add_seconds(time.perf_counter() - started)
+            series.add_cpu(cpu_seconds(self.server_pid) - cpu)
 
     def warm_text(self) -> None:
         session_id = self.new_session()
         with self.api.stream(session_id) as stream:
-            for index in range(self.counts.warmup + self.counts.warm):
-                turn = self.api.turn(stream, session_id, f"hello {index}")
-                _expect_end_turn(turn, "a-warm")
-                if index >= self.counts.warmup:
-                    self.series["a-warm"].add_seconds(turn.seconds)
-                    _record_arrivals(self.arrivals["a-warm"], turn)
+            for index in range(self.counts.warmup):
+                self._turn(stream, session_id, f"warmup {index}", None)
+            for index in range(self.counts.warm):
+                self._turn(stream, session_id, f"hello {index}", self.series["a-warm"])
 
     def fresh_text(self) -> None:
         for index in range(self.counts.fresh):
             session_id = self.new_session()
             with self.api.stream(session_id) as stream:
-                turn = self.api.turn(stream, session_id, f"hello fresh {index}")
-            _expect_end_turn(turn, "a-fresh")
-            self.series["a-fresh"].add_seconds(turn.seconds)
+                self._turn(stream, session_id, f"hello fresh {index}", self.series["a-fresh"])
 
     def new_tool(self) -> None:
         for _ in range(self.counts.new_tool):
             session_id = self.new_session()
             with self.api.stream(session_id) as stream:
-                turn = self.api.turn(stream, session_id, "bash: echo hi")
-            _expect_end_turn(turn, "b-new")
-            _check_tool_turn(turn, "b-new")
-            self.series["b-new"].add_seconds(turn.seconds)
-            _record_arrivals(self.arrivals["b-new"], turn)
+                turn = self._turn(stream, session_id, "bash: echo hi", self.series["b-new"])
+            _add_gap(self.series["b-new-tool"], turn.server_between(TOOL_USE, TOOL_RESULT))
             self.api.archive_session(session_id)  # untimed: stops the sandbox so shells do not pile up
 
     def warm_tool(self) -> None:
         session_id = self.new_session()
         with self.api.stream(session_id) as stream:
             # The first tool turn starts the sandbox; it and the warmup turns are not timed.
-            for index in range(1 + self.counts.warmup + self.counts.warm_tool):
-                turn = self.api.turn(stream, session_id, f"bash: echo hi {index}")
-                _expect_end_turn(turn, "b-warm")
-                _check_tool_turn(turn, "b-warm")
-                if index > self.counts.warmup:
-                    self.series["b-warm"].add_seconds(turn.seconds)
-                    gap = turn.between(TOOL_USE, TOOL_RESULT)
-                    if gap is not None:
-                        self.series["d"].add_seconds(gap)
-                    _record_arrivals(self.arrivals["b-warm"], turn)
+            for index in range(1 + self.counts.warmup):
+                self._turn(stream, session_id, f"bash: echo warmup {index}", None)
+            for index in range(self.counts.warm_tool):
+                turn = self._turn(stream, session_id, f"bash: echo hi {index}", self.series["b-warm"])
+                _add_gap(self.series["d"], turn.between(TOOL_USE, TOOL_RESULT))
+                _add_gap(self.series["d-server"], turn.server_between(TOOL_USE, TOOL_RESULT))
         self.api.archive_session(session_id)
+
+
+def _add_gap(series: Series, seconds: float | None) -> None:
+    if seconds is not None:
+        series.add_seconds(seconds)
 
 
 def rss_kib(pid: int) -> int:
@@ -451,7 +462,7 @@ def measure_memory(model_url: str, server_args: list[str], counts: Counts) -> JS
             for index in range(counts.memory_sessions):
                 session_id = api.create_session(agent_id, env_id)
                 with api.stream(session_id) as stream:
-                    _expect_end_turn(api.turn(stream, session_id, f"memory {index}"), "memory")
+                    api.turn(stream, session_id, f"memory {index}")
             time.sleep(0.2)
             after = rss_kib(pid)
         finally:
@@ -466,7 +477,8 @@ def run(counts: Counts, server_args: list[str], model_in_process: bool) -> Resul
         with CorralServer(model_url=model.url, env=SERVER_ENV, args=server_args) as server:
             api = Api(server)
             try:
-                bench = Bench(api, counts)
+                assert server.process is not None
+                bench = Bench(api, counts, server.process.pid)
                 steps = [
                     ("c", bench.create),
                     ("a-warm", bench.warm_text),
@@ -503,6 +515,11 @@ def machine() -> str:
     return f"nproc {os.cpu_count()}{cpu}, Linux {platform.release()}, Python {platform.python_version()}"
 
 
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} / {five:.2f}"
+
+
 def commit() -> str:
     try:
         out = subprocess.run(
@@ -526,16 +543,16 @@ ARRIVAL_ORDER = (
 )
 
 
-def report(results: Results, counts: Counts, sandbox: str, model_in_process: bool) -> str:
+def report(results: Results, counts: Counts, sandbox: str, model_in_process: bool, load: str) -> str:
     where = "a thread of the bench process" if model_in_process else "its own process"
     lines = [
-        f"Machine: {machine()}; commit {commit()} (plus uncommitted changes, if any); sandbox `{sandbox}`; "
-        f"fake model in {where}.",
+        f"Machine: {machine()}; load average (1/5 min) at start {load}; commit {commit()} "
+        f"(plus uncommitted changes, if any); sandbox `{sandbox}`; fake model in {where}.",
         f"Counts: warm {counts.warm}, fresh {counts.fresh}, new-session tool {counts.new_tool}, "
         f"warm tool {counts.warm_tool}, create {counts.create}, warmup {counts.warmup} (not for b-new).",
         "",
-        "| id | measurement | n | p50 ms | p95 ms | mean ms | design target |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| id | measurement | n | p50 ms | p95 ms | mean ms | server CPU ms/iter | design target |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
         *(s.row() for s in results.series.values()),
         "",
     ]
@@ -548,12 +565,12 @@ def report(results: Results, counts: Counts, sandbox: str, model_in_process: boo
             f"**{delta / 1024:+.1f} MiB** ({delta / memory['sessions']:.0f} KiB per session)."
         )
         lines.append("")
-    drifts = [d for name in ("a-warm", "b-warm") if (d := results.series[name].drift())]
+    drifts = [d for name in ("a-warm", "b-warm", "d") if (d := results.series[name].drift())]
     if drifts:
         lines.append("Growth over a long-lived session: " + "; ".join(drifts) + ".")
         lines.append("")
     if results.arrivals:
-        names = [name for name in ("a-warm", "b-new", "b-warm") if name in results.arrivals]
+        names = [name for name in ("a-warm", "a-fresh", "b-new", "b-warm") if name in results.arrivals]
         lines += [
             "Median arrival of each frame, ms after the POST was sent:",
             "",
@@ -578,18 +595,23 @@ def report(results: Results, counts: Counts, sandbox: str, model_in_process: boo
 
 HEADER = """# Corral turn-latency benchmark results
 
-Produced by `bench/bench_turns.py`. A real `corral serve` subprocess (SQLite in a temporary data dir)
-talks to the scripted fake model (`tests/support/fake_model.py`, zero delay, one write per response).
-The client is httpx with persistent connections: it opens the session's SSE stream, then times from just
-before `POST /v1/sessions/{id}/events` to receipt of the turn's `session.status_idle` frame. Every
-number is client-observed wall time on one machine, so it includes the client's own parsing and the
-fake model's work (it shares this host's CPUs). Percentiles are linear-interpolated.
+Produced by `bench/bench_turns.py`. A real `corral serve` subprocess (SQLite in a temporary data dir,
+sandbox as stated per run) talks to the scripted fake model (`tests/support/fake_model.py`, zero delay,
+one write per response, run in its own process so it does not share the client's GIL). The client is
+httpx with persistent connections: it opens the session's SSE stream, then times from just before
+`POST /v1/sessions/{id}/events` to receipt of the turn's `session.status_idle` frame. All numbers are
+wall time on one machine whose CPUs the client, the server and the fake model share. Percentiles are
+linear-interpolated. "server CPU ms/iter" is the `corral serve` process's utime+stime over the timed
+iterations divided by their count (10 ms tick granularity, so only meaningful as an average; sandboxed
+shells are separate processes and not included). `d-server` and `b-new-tool` come from the events'
+`processed_at` stamps, i.e. the server's clock, and exclude SSE delivery.
 
 Run from the repository root:
 
     . .venv/bin/activate
     python -m bench.bench_turns --quick           # smoke run, ~5 iterations each
     python -m bench.bench_turns --write           # full counts; replaces today's section here
+    python -m bench.bench_turns --help            # counts, --sandbox none, --model-in-process
 
 Host this file was first written on: MACHINE.
 """
@@ -632,8 +654,9 @@ def main(argv: list[str] | None = None) -> int:
         counts = Counts(
             args.warm, args.fresh, args.new_tool, args.warm_tool, args.create, args.memory_sessions, args.warmup
         )
+    load = load_average()
     results = run(counts, ["--sandbox", args.sandbox], args.model_in_process)
-    body = report(results, counts, args.sandbox, args.model_in_process)
+    body = report(results, counts, args.sandbox, args.model_in_process, load)
     print(body)
     if args.write:
         title = f"{dt.date.today().isoformat()} — sandbox {args.sandbox}" + (" (quick)" if args.quick else "")

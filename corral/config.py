@@ -72,7 +72,9 @@ def parse_routes(raw: Any) -> list[ModelRoute]:
         if missing:
             raise ValueError(f"model route {index} is missing {', '.join(missing)}")
         if entry["provider"] not in ("anthropic", "openai"):
-            raise ValueError(f"model route {index}: provider must be 'anthropic' or 'openai', not {entry['provider']!r}")
+            raise ValueError(
+                f"model route {index}: provider must be 'anthropic' or 'openai', not {entry['provider']!r}"
+            )
         routes.append(
             ModelRoute(
                 match=str(entry["match"]),

@@ -64,7 +64,15 @@ async def send_events(request: Request) -> JSONResponse:
     events = [to_new_event(param) for param in params.events]
     for event in events:
         await _check_answer(runtime.store, session.id, event)
-    records = await runtime.log.enqueue(session.id, events)
+    # Custom tool results are processed on receipt (the spec's echo has processed_at set); the rest queue
+    # for the brain, which processes them in order.
+    answers = [event for event in events if event.type == "user.custom_tool_result"]
+    queued = [event for event in events if event.type != "user.custom_tool_result"]
+    stored = (await runtime.log.append(session.id, *answers) if answers else []) + (
+        await runtime.log.enqueue(session.id, queued) if queued else []
+    )
+    by_id = {record.id: record for record in stored}
+    records = [by_id[event.id] for event in events]
     runtime.brain.wake(session.id)
     if any(event.type == "user.interrupt" for event in events):
         runtime.brain.interrupt(session.id)

@@ -25,7 +25,7 @@ from corral.session.records import EventRecord, Json, NewEvent, SessionRecord
 log = logging.getLogger("corral.brain")
 
 # Beyond the conversation, what the worker reads back to know where a session stands.
-_STATE_TYPES = (*CONVERSATION_TYPES, "user.tool_confirmation")
+_STATE_TYPES = (*CONVERSATION_TYPES, "user.tool_confirmation", "session.status_idle")
 
 INTERRUPTED_TOOL = "Tool execution was interrupted before completion. Please retry."
 RESTARTED_TOOL = (
@@ -99,7 +99,11 @@ class SessionWorker:
             elif event.type == "user.tool_confirmation":
                 answered.add(event.body["tool_use_id"])
         orphans: list[EventRecord] = []
+        last_idle: EventRecord | None = None
         for event in events:
+            if event.type == "session.status_idle":
+                last_idle = event
+                continue
             if event.type in CONVERSATION_TYPES:
                 self.conversation.add(event)
             if event.type in ("agent.tool_use", "agent.custom_tool_use") and event.id not in answered:
@@ -115,6 +119,13 @@ class SessionWorker:
                 await self._append(self._tool_result_event(event.id, _error_result(RESTARTED_TOOL)))
             await self._append(new_event("session.status_running"))
             self.needs_model = self.conversation.awaits_reply
+        elif last_idle is not None and last_idle.body["stop_reason"]["type"] == "requires_action":
+            # Custom tool results are stored on receipt (by the API); see which of the calls the session
+            # last waited for have been answered since.
+            waiting = set(last_idle.body["stop_reason"]["event_ids"])
+            if waiting - set(self.pending):
+                self._pending_changed = True
+                self.needs_model = not (waiting & set(self.pending))
 
     # --- the main loop ---------------------------------------------------------------------------
 
@@ -176,14 +187,6 @@ class SessionWorker:
             self.needs_model = True
         elif record.type == "user.interrupt":
             await self._on_interrupt()
-        elif record.type == "user.custom_tool_result":
-            call = self.pending.get(record.body["custom_tool_use_id"])
-            if call is None or call.kind != "custom":
-                return  # already answered or interrupted; nothing waits for it
-            del self.pending[call.event.id]
-            self._pending_changed = True
-            self.conversation.add(record)
-            self.needs_model = True
         elif record.type == "user.tool_confirmation":
             await self._on_confirmation(record)
 
