@@ -15,8 +15,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from tests.conformance.test_events import LiveEvents, all_events, run_turn, types_of, user_message
 from tests.support.fake_model import FakeModel
+from tests.support.live_events import LiveEvents, all_events, run_turn, types_of, user_message
 from tests.support.server import CorralServer
 
 WORKSPACE_TOOLS = {"bash", "read", "write", "edit", "glob", "grep"}
