@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from corral.brain.context import CONVERSATION_TYPES, ConversationBuilder
+from corral.brain.context import ConversationBuilder
+from corral.brain.view import SessionView
 from corral.config import Settings
 from corral.hands.base import HandsProvider, ToolResult
 from corral.hands.toolset import WORKSPACE_TOOLS, builtin_config, model_tool_definitions
@@ -23,9 +24,6 @@ from corral.session.log import SessionLog, new_event
 from corral.session.records import EventRecord, Json, NewEvent, SessionRecord
 
 log = logging.getLogger("corral.brain")
-
-# Beyond the conversation, what the worker reads back to know where a session stands.
-_STATE_TYPES = (*CONVERSATION_TYPES, "user.tool_confirmation", "session.status_idle")
 
 INTERRUPTED_TOOL = "Tool execution was interrupted before completion. Please retry."
 RESTARTED_TOOL = (
@@ -39,108 +37,86 @@ def _error_result(message: str) -> Json:
 
 
 @dataclass
-class PendingCall:
-    """A call that waits for the client: a custom tool's result, or a confirmation to run a built-in tool."""
-
-    event: EventRecord
-
-    @property
-    def kind(self) -> str:
-        return "custom" if self.event.type == "agent.custom_tool_use" else "confirm"
-
-
-@dataclass
 class TurnState:
     """What the running turn has opened and not yet closed, so an interrupt can close it cleanly."""
 
     open_span: str | None = None
-    unanswered: dict[str, EventRecord] = field(default_factory=dict)
 
 
 class SessionWorker:
+    """The brain of one session. Kept between wakes (its view only reads what is new), rebuilt from the log
+    by any process after a restart."""
+
     def __init__(
         self,
-        session: SessionRecord,
+        session_id: str,
         *,
         log_: SessionLog,
         hands: HandsProvider,
         models: ModelRouter,
         settings: Settings,
     ) -> None:
-        self.session = session
-        self.session_id = session.id
+        self.session_id = session_id
         self.log = log_
         self.store = log_.store
-        self.hands = hands.for_session(session.id)
+        self.hands = hands.for_session(session_id)
         self.models = models
         self.settings = settings
-        self.agent: Json = session.body["agent"]
-        self.conversation = ConversationBuilder()
-        self.pending: dict[str, PendingCall] = {}
-        self.running = session.status in ("running", "rescheduling")
+        self.view = SessionView()
+        self.agent: Json = {}
+        self.running = False
         self.needs_model = False
+        # Calls whose answers resume the model once all have come (custom tool results, confirmations).
+        self.awaiting: set[str] = set()
         self.stop_reason: Json = {"type": "end_turn"}
         self.turn = TurnState()
         self.turn_task: asyncio.Task[None] | None = None
-        # Set when calls awaiting the client were answered in part, so the idle is re-emitted with the rest.
-        self._pending_changed = False
 
-    # --- loading ---------------------------------------------------------------------------------
+    # --- waking ----------------------------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Rebuild the conversation and pending calls from the log; close what a crash left open."""
-        events = await self.store.conversation_events(self.session_id, _STATE_TYPES)
-        answered: set[str] = set()
-        for event in events:
-            if event.type == "agent.tool_result":
-                answered.add(event.body["tool_use_id"])
-            elif event.type == "user.custom_tool_result":
-                answered.add(event.body["custom_tool_use_id"])
-            elif event.type == "user.tool_confirmation":
-                answered.add(event.body["tool_use_id"])
-        orphans: list[EventRecord] = []
-        last_idle: EventRecord | None = None
-        for event in events:
-            if event.type == "session.status_idle":
-                last_idle = event
-                continue
-            if event.type in CONVERSATION_TYPES:
-                self.conversation.add(event)
-            if event.type in ("agent.tool_use", "agent.custom_tool_use") and event.id not in answered:
-                asks = event.type == "agent.custom_tool_use" or event.body.get("evaluated_permission") == "ask"
-                if asks:
-                    self.pending[event.id] = PendingCall(event)
-                else:
-                    orphans.append(event)
+    async def resume(self, session: SessionRecord) -> None:
+        """Catch up with the log; close what a crashed predecessor left open."""
+        self.agent = session.body["agent"]
+        self.running = session.status in ("running", "rescheduling")
+        self.needs_model = False
+        self.stop_reason = {"type": "end_turn"}
+        await self._sync()
+        self.awaiting = set(self.view.waited_for())
         if self.running:
             # The previous brain died mid-turn: say so, answer what it left hanging, and finish the turn.
-            await self.log.append(self.session_id, new_event("session.status_rescheduled"))
-            for event in orphans:
-                await self._append(self._tool_result_event(event.id, _error_result(RESTARTED_TOOL)))
+            await self._append(new_event("session.status_rescheduled"))
+            for call_id in list(self.view.open_calls):
+                await self._append(self._tool_result_event(call_id, _error_result(RESTARTED_TOOL)))
             await self._append(new_event("session.status_running"))
-            self.needs_model = self.conversation.awaits_reply
-        elif last_idle is not None and last_idle.body["stop_reason"]["type"] == "requires_action":
-            # Custom tool results are stored on receipt (by the API); see which of the calls the session
-            # last waited for have been answered since.
-            waiting = set(last_idle.body["stop_reason"]["event_ids"])
-            if waiting - set(self.pending):
-                self._pending_changed = True
-                self.needs_model = not (waiting & set(self.pending))
+            self.awaiting |= set(self.view.pending)
+            self.needs_model = self.conversation.awaits_reply and not self.view.pending
+
+    @property
+    def conversation(self) -> ConversationBuilder:
+        return self.view.conversation
+
+    async def _sync(self) -> None:
+        await self.view.sync(self.store, self.session_id)
 
     # --- the main loop ---------------------------------------------------------------------------
 
     async def process(self) -> None:
         """Handle queued events and run turns until nothing is left to do, then settle the status."""
         while True:
+            await self._sync()
             progressed = False
             queued = await self.store.queued_events(self.session_id)
             # An interrupt jumps ahead of everything queued before it.
             for event in sorted(queued, key=lambda queued_event: queued_event.type != "user.interrupt"):
-                if event.type == "user.message" and self.pending:
+                if event.type == "user.message" and self.view.pending:
                     continue  # stays queued until the calls awaiting the client are settled
                 await self._handle(event)
                 progressed = True
-            if self.needs_model and not self.pending:
+            await self._sync()
+            if self.awaiting and not self.awaiting & set(self.view.pending):
+                self.awaiting.clear()  # every call the model waited on is answered: it goes on
+                self.needs_model = True
+            if self.needs_model and not self.view.pending:
                 await self._run_turn()
                 continue
             if not progressed:
@@ -148,18 +124,20 @@ class SessionWorker:
         await self._settle()
 
     async def _settle(self) -> None:
-        if self.pending:
-            if self.running or self._pending_changed:
-                await self._idle({"type": "requires_action", "event_ids": list(self.pending)})
+        await self._sync()
+        pending = list(self.view.pending)
+        if pending:
+            # Re-idle when the set changed (some calls answered) so the client sees what is still wanted.
+            if self.running or set(pending) != set(self.view.waited_for()):
+                self.awaiting = set(pending)
+                await self._idle({"type": "requires_action", "event_ids": pending})
         elif self.running:
             await self._idle(self.stop_reason)
-        self._pending_changed = False
 
     async def _idle(self, stop_reason: Json) -> None:
         session = await self.store.get_session(None, self.session_id)
         usage = session.usage if session else {}
-        await self.log.append(
-            self.session_id,
+        await self._append(
             new_event("session.usage", usage=usage),
             new_event("session.status_idle", stop_reason=stop_reason, stop_details=None),
         )
@@ -173,17 +151,15 @@ class SessionWorker:
 
     async def _append(self, *events: NewEvent) -> list[EventRecord]:
         records = await self.log.append(self.session_id, *events)
-        for record in records:
-            if record.type in CONVERSATION_TYPES:
-                self.conversation.add(record)
+        self.view.apply_own(records)
         return records
 
     # --- client events ---------------------------------------------------------------------------
 
     async def _handle(self, event: EventRecord) -> None:
         record = await self.log.mark_processed(self.session_id, event.id)
+        self.view.apply_own([record])
         if record.type == "user.message":
-            self.conversation.add(record)
             self.needs_model = True
         elif record.type == "user.interrupt":
             await self._on_interrupt()
@@ -191,28 +167,27 @@ class SessionWorker:
             await self._on_confirmation(record)
 
     async def _on_interrupt(self) -> None:
-        if self.pending:
+        await self._sync()
+        if self.view.pending:
             await self._ensure_running()
-            for call_id in list(self.pending):
+            for call_id in list(self.view.pending):
                 await self._append(self._tool_result_event(call_id, _error_result(INTERRUPTED_TOOL)))
-            self.pending.clear()
+        self.awaiting.clear()
         self.needs_model = False
         self.stop_reason = {"type": "end_turn"}
 
     async def _on_confirmation(self, record: EventRecord) -> None:
-        call = self.pending.get(record.body["tool_use_id"])
-        if call is None or call.kind != "confirm":
-            return
-        del self.pending[call.event.id]
-        self._pending_changed = True
+        await self._sync()
+        call = self.view.open_calls.get(record.body["tool_use_id"])
+        if call is None:
+            return  # answered already, or interrupted: nothing waits for this confirmation
         await self._ensure_running()
         if record.body["result"] == "allow":
-            result = await self._execute(call.event)
+            result = await self._execute(call)
         else:
             reason = record.body.get("deny_message") or "The user denied permission to run this tool."
             result = _error_result(reason)
-        await self._append(self._tool_result_event(call.event.id, result))
-        self.needs_model = True
+        await self._append(self._tool_result_event(call.id, result))
 
     # --- turns -----------------------------------------------------------------------------------
 
@@ -241,34 +216,32 @@ class SessionWorker:
     async def _close_interrupted_turn(self) -> None:
         if self.turn.open_span is not None:
             await self._append(self._span_end(self.turn.open_span, None, is_error=True))
-        for call_id in list(self.turn.unanswered):
+        await self._sync()
+        for call_id in list(self.view.open_calls):
             await self._append(self._tool_result_event(call_id, _error_result(INTERRUPTED_TOOL)))
         self.turn = TurnState()
         self.needs_model = False
         self.stop_reason = {"type": "end_turn"}
 
     async def _model_loop(self) -> None:
+        self.needs_model = False
         while True:
             response = await self._call_model()
             if response is None:
-                self.needs_model = False
                 self.stop_reason = {"type": "retries_exhausted"}
                 return
-            calls = list(self.turn.unanswered.values())
-            for call in calls:
-                if call.type == "agent.custom_tool_use" or call.body.get("evaluated_permission") == "ask":
-                    self.pending[call.id] = PendingCall(call)
-                    self.turn.unanswered.pop(call.id)
-                    self._pending_changed = True
-                    continue
+            await self._sync()
+            for call in list(self.view.open_calls.values()):
                 if call.body.get("evaluated_permission") == "deny":
                     result = _error_result(f"The tool '{call.body['name']}' is not enabled for this agent.")
                 else:
                     result = await self._execute(call)
                 await self._append(self._tool_result_event(call.id, result))
-                self.turn.unanswered.pop(call.id, None)
-            if self.pending or not calls:
-                self.needs_model = False
+            await self._sync()
+            if self.view.pending:
+                self.awaiting = set(self.view.pending)
+                return
+            if not any(block["type"] == "tool_use" for block in response.content):
                 return
 
     async def _execute(self, call: EventRecord) -> Json:
@@ -280,7 +253,8 @@ class SessionWorker:
 
     # --- the model call --------------------------------------------------------------------------
 
-    def _request(self) -> ModelRequest:
+    async def _request(self) -> ModelRequest:
+        await self._sync()
         return ModelRequest(
             model=self.agent["model"]["id"],
             system=self.agent.get("system"),
@@ -304,7 +278,7 @@ class SessionWorker:
             preview = _Preview(self.log, self.session_id)
             try:
                 provider = self.models.provider_for(self.agent["model"]["id"])
-                response = await provider.complete(self._request(), preview.on_text)
+                response = await provider.complete(await self._request(), preview.on_text)
             except ModelError as error:
                 self.turn.open_span = None
                 await self._append(self._span_end(start.id, None, is_error=True))
@@ -318,9 +292,7 @@ class SessionWorker:
             self.turn.open_span = None
             events = self._response_events(response, preview.message_id)
             events.append(self._span_end(start.id, response, is_error=False))
-            for record in await self._append(*events):
-                if record.type in ("agent.tool_use", "agent.custom_tool_use"):
-                    self.turn.unanswered[record.id] = record
+            await self._append(*events)
             return response
 
     def _session_error(self, error: ModelError, retry_status: str) -> NewEvent:

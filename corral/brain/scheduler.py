@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 from corral.brain.harness import SessionWorker
 from corral.config import Settings
@@ -17,6 +18,9 @@ from corral.session.log import SessionLog, new_event
 
 log = logging.getLogger("corral.brain")
 
+# Workers of recently active sessions stay in memory so a new turn reads only the events it has not seen.
+MAX_CACHED_WORKERS = 1000
+
 
 class Brain:
     def __init__(self, session_log: SessionLog, hands: HandsProvider, models: ModelRouter, settings: Settings) -> None:
@@ -25,7 +29,7 @@ class Brain:
         self._models = models
         self._settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._workers: dict[str, SessionWorker] = {}
+        self._workers: OrderedDict[str, SessionWorker] = OrderedDict()
         self._rewake: set[str] = set()
 
     def wake(self, session_id: str) -> None:
@@ -50,6 +54,7 @@ class Brain:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        self._workers.pop(session_id, None)
 
     async def recover(self) -> int:
         """Wake every session a previous process left with work: queued events or a turn cut short."""
@@ -73,21 +78,32 @@ class Brain:
                     return
         finally:
             self._tasks.pop(session_id, None)
-            self._workers.pop(session_id, None)
 
     async def _work(self, session_id: str) -> None:
         session = await self._log.store.get_session(None, session_id)
         if session is None or session.archived_at is not None:
+            self._workers.pop(session_id, None)
             return
-        worker = SessionWorker(session, log_=self._log, hands=self._hands, models=self._models, settings=self._settings)
-        self._workers[session_id] = worker
+        worker = self._workers.get(session_id)
+        if worker is None:
+            worker = SessionWorker(
+                session_id, log_=self._log, hands=self._hands, models=self._models, settings=self._settings
+            )
+            self._workers[session_id] = worker
+            while len(self._workers) > MAX_CACHED_WORKERS:
+                oldest = next(iter(self._workers))
+                if oldest in self._tasks:
+                    break
+                del self._workers[oldest]
+        self._workers.move_to_end(session_id)
         try:
-            await worker.load()
+            await worker.resume(session)
             await worker.process()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s: the harness failed", session_id)
+            self._workers.pop(session_id, None)  # rebuild from the log next time
             await self._fail(session_id, exc)
 
     async def _fail(self, session_id: str, exc: Exception) -> None:

@@ -629,11 +629,13 @@ class SqliteStore:
             next_cursor={"k": rows[-1]["position"]} if more else None,
         )
 
-    async def conversation_events(self, session_id: str, types: tuple[str, ...]) -> list[EventRecord]:
+    async def conversation_events(
+        self, session_id: str, types: tuple[str, ...], after_position: int = 0
+    ) -> list[EventRecord]:
         rows = self._db.execute(
-            f"SELECT * FROM events WHERE session_id = ? AND position IS NOT NULL "
+            f"SELECT * FROM events WHERE session_id = ? AND position > ? "
             f"AND type IN ({', '.join('?' for _ in types)}) ORDER BY position",
-            (session_id, *types),
+            (session_id, after_position, *types),
         ).fetchall()
         return [self._event(row) for row in rows]
 

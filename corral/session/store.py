@@ -142,8 +142,10 @@ class Store(Protocol):
         cursor: Json | None,
     ) -> Page: ...
 
-    async def conversation_events(self, session_id: str, types: tuple[str, ...]) -> list[EventRecord]:
-        """All processed events of the given types, in order (what the brain rebuilds context from)."""
+    async def conversation_events(
+        self, session_id: str, types: tuple[str, ...], after_position: int = 0
+    ) -> list[EventRecord]:
+        """Processed events of the given types after `after_position`, in order (what the brain reads)."""
         ...
 
     async def find_event(self, session_id: str, event_id: str) -> EventRecord | None: ...

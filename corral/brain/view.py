@@ -1,0 +1,78 @@
+"""The brain's projection of a session's log, kept current by reading only the events it has not seen.
+
+Everything the harness decides on (the conversation, the calls that wait for the client, the calls that
+started and never finished, the last idle) is a function of the log, so a projection built by any process
+from the log alone is the same as the one the previous brain had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.brain.context import CONVERSATION_TYPES, ConversationBuilder
+from corral.session.records import EventRecord
+from corral.session.store import Store
+
+VIEW_TYPES = (*CONVERSATION_TYPES, "user.tool_confirmation", "session.status_idle")
+
+_CALL_TYPES = ("agent.tool_use", "agent.custom_tool_use")
+
+
+def _answered_call(event: EventRecord) -> str | None:
+    """The call an event answers, if it answers one."""
+    if event.type in ("agent.tool_result", "user.tool_confirmation"):
+        return str(event.body["tool_use_id"])
+    if event.type == "user.custom_tool_result":
+        return str(event.body["custom_tool_use_id"])
+    return None
+
+
+def asks_client(event: EventRecord) -> bool:
+    """A custom tool call, or a built-in call held for confirmation: the client must answer it."""
+    return event.type == "agent.custom_tool_use" or event.body.get("evaluated_permission") == "ask"
+
+
+@dataclass
+class SessionView:
+    conversation: ConversationBuilder = field(default_factory=ConversationBuilder)
+    # Calls the client must answer (custom tools, confirmations), in the order they were made.
+    pending: dict[str, EventRecord] = field(default_factory=dict)
+    # Calls the brain runs itself that have no result yet (the turn's work, or a crash's leftovers).
+    open_calls: dict[str, EventRecord] = field(default_factory=dict)
+    last_idle: EventRecord | None = None
+    position: int = 0
+
+    def apply(self, event: EventRecord) -> None:
+        if event.type in CONVERSATION_TYPES:
+            self.conversation.add(event)
+        if event.type in _CALL_TYPES:
+            (self.pending if asks_client(event) else self.open_calls)[event.id] = event
+        elif event.type == "session.status_idle":
+            self.last_idle = event
+        answered = _answered_call(event)
+        if answered is not None:
+            call = self.pending.pop(answered, None)
+            if event.type == "user.tool_confirmation":
+                if call is not None:
+                    self.open_calls[answered] = call  # confirmed (or denied): the brain now owes its result
+            else:
+                self.open_calls.pop(answered, None)
+        if event.position is not None:
+            self.position = max(self.position, event.position)
+
+    def apply_own(self, records: list[EventRecord]) -> None:
+        """Apply events this brain just appended, as long as nothing else was appended in between."""
+        for record in records:
+            if record.position != self.position + 1:
+                return  # someone else appended too: the next sync reads everything in order
+            self.apply(record)
+
+    async def sync(self, store: Store, session_id: str) -> None:
+        for event in await store.conversation_events(session_id, VIEW_TYPES, after_position=self.position):
+            self.apply(event)
+
+    def waited_for(self) -> list[str]:
+        """The call ids of the last idle, if it was `requires_action`."""
+        if self.last_idle is None or self.last_idle.body["stop_reason"]["type"] != "requires_action":
+            return []
+        return list(self.last_idle.body["stop_reason"]["event_ids"])
