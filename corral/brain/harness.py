@@ -15,8 +15,8 @@ from typing import Any
 from corral.brain.context import ConversationBuilder
 from corral.brain.view import SessionView
 from corral.config import Settings
-from corral.hands.base import HandsProvider, ToolResult
-from corral.hands.toolset import WORKSPACE_TOOLS, builtin_config, model_tool_definitions
+from corral.hands.base import Hands, HandsProvider, ToolResult
+from corral.hands.toolset import builtin_config, model_tool_definitions
 from corral.ids import new_id
 from corral.models.base import ModelError, ModelRequest, ModelResponse
 from corral.models.router import ModelRouter
@@ -59,7 +59,8 @@ class SessionWorker:
         self.session_id = session_id
         self.log = log_
         self.store = log_.store
-        self.hands = hands.for_session(session_id)
+        self._hands_provider = hands
+        self.hands: Hands | None = None
         self.models = models
         self.settings = settings
         self.view = SessionView()
@@ -77,6 +78,11 @@ class SessionWorker:
     async def resume(self, session: SessionRecord) -> None:
         """Catch up with the log; close what a crashed predecessor left open."""
         self.agent = session.body["agent"]
+        if self.hands is None:
+            environment = await self.store.get_environment(session.workspace_id, session.environment_id)
+            self.hands = self._hands_provider.for_session(
+                self.session_id, environment.body["config"] if environment else None
+            )
         self.running = session.status in ("running", "rescheduling")
         self.needs_model = False
         self.stop_reason = {"type": "end_turn"}
@@ -245,7 +251,11 @@ class SessionWorker:
                 return
 
     async def _execute(self, call: EventRecord) -> Json:
-        result: ToolResult = await self.hands.execute(call.body["name"], call.body["input"])
+        assert self.hands is not None, "resume() provides the hands"
+        name = call.body["name"]
+        result: ToolResult = await self.hands.execute(
+            name, call.body["input"], builtin_config(self.agent["tools"], name)
+        )
         return {"content": result.content, "is_error": result.is_error}
 
     def _tool_result_event(self, call_id: str, result: Json) -> NewEvent:
@@ -259,7 +269,7 @@ class SessionWorker:
             model=self.agent["model"]["id"],
             system=self.agent.get("system"),
             messages=self.conversation.messages(),
-            tools=model_tool_definitions(self.agent["tools"]),
+            tools=model_tool_definitions(self.agent["tools"], self._hands_provider.tool_names),
             max_tokens=self.settings.max_tokens,
         )
 
@@ -330,7 +340,7 @@ class SessionWorker:
         if custom is not None:
             return new_event("agent.custom_tool_use", name=name, input=tool_input)
         config = builtin_config(self.agent["tools"], name)
-        if config is None or not config["enabled"] or name not in WORKSPACE_TOOLS:
+        if config is None or not config["enabled"] or name not in self._hands_provider.tool_names:
             return new_event("agent.tool_use", name=name, input=tool_input, evaluated_permission="deny")
         policy = config["permission_policy"]["type"]
         evaluation: Json

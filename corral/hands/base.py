@@ -32,8 +32,12 @@ class ToolResult:
 class Hands(Protocol):
     """One session's tool executor. Created lazily; nothing runs until the first `execute`."""
 
-    async def execute(self, name: str, tool_input: dict[str, Any]) -> ToolResult:
-        """Run built-in tool `name` with `tool_input`; failures come back as `is_error` results, never raise."""
+    async def execute(self, name: str, tool_input: dict[str, Any], config: dict[str, Any] | None = None) -> ToolResult:
+        """Run built-in tool `name` with `tool_input`; failures come back as `is_error` results, never raise.
+
+        `config` is the agent's resolved config entry for the tool (web tools read their domain lists and
+        limits from it).
+        """
         ...
 
     async def close(self) -> None:
@@ -44,8 +48,15 @@ class Hands(Protocol):
 class HandsProvider(Protocol):
     """Makes and forgets per-session `Hands`."""
 
-    def for_session(self, session_id: str) -> Hands:
-        """The session's hands (cheap; provisioning is deferred to the first tool call)."""
+    # The built-in tools these hands can run; the brain offers the model no others.
+    tool_names: frozenset[str]
+
+    def for_session(self, session_id: str, environment: dict[str, Any] | None = None) -> Hands:
+        """The session's hands (cheap; provisioning is deferred to the first tool call).
+
+        `environment` is the resolved `config` of the session's environment (networking, packages); it
+        applies when the session's sandbox is provisioned.
+        """
         ...
 
     async def release(self, session_id: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from corral.hands.base import ToolResult
 from corral.hands.files import FileTools
 from corral.hands.shell import DEFAULT_TIMEOUT_S, BashSession, SandboxUnavailable, ShellLauncher
+from corral.hands.toolset import WORKSPACE_TOOLS
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class LocalHands:
             "grep": self._grep,
         }
 
-    async def execute(self, name: str, tool_input: object) -> ToolResult:
+    async def execute(self, name: str, tool_input: object, config: dict[str, Any] | None = None) -> ToolResult:
         """Run built-in tool `name`; every failure, expected or not, comes back as an error result.
 
         `tool_input` is typed loosely on purpose: it is whatever JSON the model produced.
@@ -187,6 +188,8 @@ def _make_workspace(workspace: Path, owner: tuple[int, int] | None) -> None:
 class LocalHandsProvider:
     """Per-session `LocalHands` whose workspaces live under `root` (`<root>/<session_id>`)."""
 
+    tool_names = frozenset(WORKSPACE_TOOLS)
+
     def __init__(
         self,
         root: Path | str,
@@ -208,7 +211,7 @@ class LocalHandsProvider:
             raise ValueError(f"invalid session id for a workspace directory: {session_id!r}")
         return self.root / session_id
 
-    def for_session(self, session_id: str) -> LocalHands:
+    def for_session(self, session_id: str, environment: dict[str, Any] | None = None) -> LocalHands:
         """The session's hands; cheap, nothing is created until the first tool call."""
         hands = self._hands.get(session_id)
         if hands is None:

@@ -130,13 +130,14 @@ _DEFINITIONS: dict[str, Json] = {
 }
 
 
-def model_tool_definitions(tools: list[Json]) -> list[Json]:
-    """The tool definitions offered to the model: enabled workspace tools and custom tools, in the agent's order."""
+def model_tool_definitions(tools: list[Json], runnable: frozenset[str] = frozenset(WORKSPACE_TOOLS)) -> list[Json]:
+    """The tool definitions offered to the model, in the agent's order: its enabled built-in tools that the
+    hands can run (`runnable`), and its custom tools."""
     definitions: list[Json] = []
     for tool in tools:
         if tool.get("type") == TOOLSET_TYPE:
             for entry in tool["configs"]:
-                if entry["enabled"] and entry["name"] in _DEFINITIONS:
+                if entry["enabled"] and entry["name"] in runnable and entry["name"] in _DEFINITIONS:
                     definitions.append({"name": entry["name"], **_DEFINITIONS[entry["name"]]})
         elif tool.get("type") == "custom":
             definitions.append(
