@@ -27,7 +27,7 @@ from corral.api.sessions import ensure_writable, load_session
 from corral.errors import InvalidRequest
 from corral.runtime import runtime_of
 from corral.session.event_types import LISTABLE_TYPES, PREVIEWABLE_TYPES
-from corral.session.fanout import EventBus, Subscription
+from corral.session.fanout import Frame
 from corral.session.records import NewEvent
 from corral.session.store import Store
 
@@ -108,21 +108,22 @@ async def stream_events(request: Request) -> EventSourceResponse:
         raise InvalidRequest(
             f"event_deltas[] accepts only {', '.join(sorted(PREVIEWABLE_TYPES))}; got {', '.join(unknown)}"
         )
-    # Subscribe before answering, so nothing appended between this line and the first read is missed.
-    subscription = runtime.bus.subscribe(session.id, frozenset(deltas))
+    after_event = request.headers.get("last-event-id") or None
+    try:
+        subscription = await runtime.log.open_stream(session.id, frozenset(deltas), after_event)
+    except LookupError:
+        raise InvalidRequest(f"Last-Event-ID {after_event} is not an event of session {session.id}") from None
     return EventSourceResponse(
-        _frames(runtime.bus, subscription),
+        _sse(runtime.log.frames(subscription)),
         ping=runtime.settings.sse_ping_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _frames(bus: EventBus, subscription: Subscription) -> AsyncIterator[ServerSentEvent]:
-    try:
-        async for frame in subscription:
-            yield ServerSentEvent(data=frame.data, event=frame.event)
-    finally:
-        bus.unsubscribe(subscription)
+async def _sse(frames: AsyncIterator[Frame]) -> AsyncIterator[ServerSentEvent]:
+    async for frame in frames:
+        # `id:` lets standard SSE clients resume with Last-Event-ID; the SDK ignores it.
+        yield ServerSentEvent(data=frame.data, event=frame.event, id=frame.event_id)
 
 
 routes = [

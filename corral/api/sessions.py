@@ -277,7 +277,9 @@ async def delete_session(request: Request) -> JSONResponse:
     await runtime.brain.stop(session.id)
     await runtime.store.delete_session(session.id)
     await runtime.hands.destroy(session.id)
-    runtime.bus.publish(session.id, [{"type": "session.deleted", "id": new_id("sevt"), "processed_at": now_rfc3339()}])
+    runtime.bus.publish_transient(
+        session.id, {"type": "session.deleted", "id": new_id("sevt"), "processed_at": now_rfc3339()}
+    )
     runtime.bus.end_session(session.id)
     return ok({"id": session.id, "type": "session_deleted"})
 

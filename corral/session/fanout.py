@@ -1,8 +1,12 @@
-"""Fan-out of appended events to the live streams of a session, inside one process.
+"""Fan-out of a session's events to its live streams, strictly in log order, without gaps or duplicates.
 
-Each event is serialised once and handed to every subscriber's bounded queue. A subscriber that falls
-more than `max_backlog` frames behind is cut off with an error frame rather than letting memory grow
-without bound; its client reconnects and reads the gap back with `events.list`.
+Every persisted event has a position in its session's log. A subscription remembers the last position it
+was handed; an event that arrives out of turn (appended concurrently, or by another node, which only says
+"the log now reaches position N") makes the subscription catch up from the store instead. The frames of
+local appends are serialised once and shared by every subscriber.
+
+A subscriber that falls more than `max_backlog` frames behind is cut off with an error frame rather than
+letting memory grow without bound; its client reconnects (with `Last-Event-ID`, or with `events.list`).
 """
 
 from __future__ import annotations
@@ -10,59 +14,90 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.session.records import Json
+from corral.session.records import EventRecord, Json
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One SSE frame: the `event:` name and the JSON text of `data:`."""
+    """One SSE frame: the `event:` name, the JSON text of `data:`, and the log position it carries (if any)."""
 
     event: str
     data: str
+    position: int | None = None
+    event_id: str | None = None
 
     @classmethod
-    def of(cls, payload: Json) -> Frame:
-        return cls(event=str(payload["type"]), data=json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+    def of(cls, payload: Json, position: int | None = None) -> Frame:
+        event_id = payload.get("id") if position is not None else None
+        return cls(
+            event=str(payload["type"]),
+            data=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+            position=position,
+            event_id=event_id,
+        )
+
+    @classmethod
+    def of_record(cls, record: EventRecord) -> Frame:
+        return cls.of(record.to_wire(), record.position)
 
 
-_END = Frame(event="", data="")
+END = Frame(event="", data="")
+# Asks the reader to fetch what the log holds beyond the subscription's position before going on.
+CATCH_UP = Frame(event="", data="catch-up")
 
 
 @dataclass(eq=False)
 class Subscription:
-    """A live view of one session's events, as an async iterator of frames."""
+    """A live view of one session's events; `queue` holds frames, `CATCH_UP` markers and `END`."""
 
     session_id: str
     previews: frozenset[str]
     max_backlog: int
     queue: asyncio.Queue[Frame] = field(default_factory=asyncio.Queue)
+    # The highest position queued (or promised by a queued CATCH_UP); None until the first event.
+    queued_through: int | None = None
+    # The position the reader starts after (set when the stream opens).
+    start: int = 0
     overflowed: bool = False
     # Previews this stream saw start: a stream that connects mid-message gets no orphan deltas.
     started_previews: set[str] = field(default_factory=set)
 
-    def offer(self, frame: Frame) -> None:
+    def _put(self, frame: Frame) -> None:
         if self.overflowed:
             return
         if self.queue.qsize() >= self.max_backlog:
             self.overflowed = True
             self.queue.put_nowait(_overflow_frame())
-            self.queue.put_nowait(_END)
+            self.queue.put_nowait(END)
             return
         self.queue.put_nowait(frame)
 
-    def end(self) -> None:
-        self.queue.put_nowait(_END)
+    def offer(self, frames: list[Frame]) -> None:
+        """Queue positioned frames in order; a gap turns into one catch-up from the store."""
+        for frame in frames:
+            assert frame.position is not None
+            if self.queued_through is not None and frame.position <= self.queued_through:
+                continue
+            if self.queued_through is None or frame.position == self.queued_through + 1:
+                self._put(frame)
+            else:
+                self._put(CATCH_UP)
+            self.queued_through = frame.position
 
-    async def __aiter__(self) -> AsyncIterator[Frame]:
-        while True:
-            frame = await self.queue.get()
-            if frame is _END:
-                return
-            yield frame
+    def reached(self, position: int) -> None:
+        """The log reaches `position` (said by another node): catch up if that is news."""
+        if self.queued_through is None or position > self.queued_through:
+            self._put(CATCH_UP)
+            self.queued_through = position
+
+    def offer_transient(self, frame: Frame) -> None:
+        self._put(frame)
+
+    def end(self) -> None:
+        self.queue.put_nowait(END)
 
 
 def _overflow_frame() -> Frame:
@@ -102,15 +137,27 @@ class EventBus:
     def wants_previews(self, session_id: str, kind: str) -> bool:
         return any(kind in sub.previews for sub in self._subscribers.get(session_id, ()))
 
-    def publish(self, session_id: str, payloads: list[Json]) -> None:
-        """Deliver persisted events (wire JSON) to every subscriber of the session, in order."""
+    def publish(self, session_id: str, records: list[EventRecord]) -> None:
+        """Deliver persisted events to every subscriber of the session, in log order."""
         subscribers = self._subscribers.get(session_id)
-        if not subscribers:
+        if not subscribers or not records:
             return
-        frames = [Frame.of(payload) for payload in payloads]
+        frames = [Frame.of_record(record) for record in records]
         for subscriber in list(subscribers):
-            for frame in frames:
-                subscriber.offer(frame)
+            subscriber.offer(frames)
+            for record in records:
+                subscriber.started_previews.discard(record.id)
+
+    def reached(self, session_id: str, position: int) -> None:
+        """Another node appended up to `position`: subscribers behind it catch up from the store."""
+        for subscriber in list(self._subscribers.get(session_id, ())):
+            subscriber.reached(position)
+
+    def publish_transient(self, session_id: str, payload: Json) -> None:
+        """A frame that is not in the log (e.g. `session.deleted`, whose log is gone)."""
+        frame = Frame.of(payload)
+        for subscriber in list(self._subscribers.get(session_id, ())):
+            subscriber.offer_transient(frame)
 
     def publish_preview(self, session_id: str, kind: str, payload: Json) -> None:
         """Deliver a stream-only `event_start`/`event_delta` to subscribers that asked for `kind` previews."""
@@ -125,7 +172,7 @@ class EventBus:
                 subscriber.started_previews.add(event_id)
             elif event_id not in subscriber.started_previews:
                 continue
-            subscriber.offer(frame)
+            subscriber.offer_transient(frame)
 
     def end_session(self, session_id: str) -> None:
         """Close every stream of a deleted session (after its `session.deleted` frame)."""
@@ -137,7 +184,4 @@ class EventBus:
             self.end_session(session_id)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "sessions": len(self._subscribers),
-            "streams": sum(len(s) for s in self._subscribers.values()),
-        }
+        return {"sessions": len(self._subscribers), "streams": sum(len(s) for s in self._subscribers.values())}

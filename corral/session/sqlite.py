@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -484,14 +485,32 @@ class SqliteStore:
     async def delete_session(self, session_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM session_leases WHERE session_id = ?", (session_id,))
             db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
     async def sessions_with_work(self) -> list[str]:
         rows = self._db.execute(
-            "SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
-            "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL"
+            "SELECT id FROM (SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
+            "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL) AS work "
+            "WHERE id NOT IN (SELECT session_id FROM session_leases WHERE expires_at > ?)",
+            (time.time(),),
         ).fetchall()
         return [row[0] for row in rows]
+
+    async def acquire_lease(self, session_id: str, owner: str, ttl_seconds: float) -> bool:
+        now = time.time()
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO session_leases (session_id, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                "WHERE session_leases.owner = excluded.owner OR session_leases.expires_at <= ?",
+                (session_id, owner, now + ttl_seconds, now),
+            )
+        return cursor.rowcount == 1
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM session_leases WHERE session_id = ? AND owner = ?", (session_id, owner))
 
     # --- the event log ---------------------------------------------------------------------------
 
@@ -642,3 +661,14 @@ class SqliteStore:
     async def find_event(self, session_id: str, event_id: str) -> EventRecord | None:
         row = self._one("SELECT * FROM events WHERE session_id = ? AND id = ?", (session_id, event_id))
         return self._event(row) if row else None
+
+    async def last_position(self, session_id: str) -> int:
+        row = self._one("SELECT last_position FROM sessions WHERE id = ?", (session_id,))
+        return int(row[0]) if row else 0
+
+    async def events_after(self, session_id: str, position: int, limit: int) -> list[EventRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM events WHERE session_id = ? AND position > ? ORDER BY position LIMIT ?",
+            (session_id, position, limit),
+        ).fetchall()
+        return [self._event(row) for row in rows]

@@ -111,8 +111,15 @@ class Store(Protocol):
         ...
 
     async def sessions_with_work(self) -> list[str]:
-        """Ids of sessions that have queued events or were left running (work to resume on start)."""
+        """Ids of sessions that have queued events or were left running, and that no live lease covers."""
         ...
+
+    # --- leases: at most one brain works on a session at a time ------------------------------------
+    async def acquire_lease(self, session_id: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the session's lease for `owner`; False while another owner's lease is live."""
+        ...
+
+    async def release_lease(self, session_id: str, owner: str) -> None: ...
 
     # --- the event log ---------------------------------------------------------------------------
     async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
@@ -149,6 +156,14 @@ class Store(Protocol):
         ...
 
     async def find_event(self, session_id: str, event_id: str) -> EventRecord | None: ...
+
+    async def last_position(self, session_id: str) -> int:
+        """The position of the session's newest processed event (0 when it has none)."""
+        ...
+
+    async def events_after(self, session_id: str, position: int, limit: int) -> list[EventRecord]:
+        """Processed events after `position`, in order (how streams catch up and replay)."""
+        ...
 
     def describe(self) -> dict[str, Any]:
         """What this store is, for logs and the health endpoint."""

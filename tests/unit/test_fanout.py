@@ -6,21 +6,29 @@ import asyncio
 import json
 from typing import Any
 
-from corral.session.fanout import EventBus, Subscription
+from corral.session.fanout import CATCH_UP, END, EventBus, Subscription
+from corral.session.records import EventRecord
 
 # Guards against a hang if a stream fails to end; never reached when the code is right.
 HANG_GUARD_SECONDS = 5
 
 
 async def collect(subscription: Subscription) -> list[dict[str, Any]]:
+    """The frames queued until the stream ends (catch-up markers shown as {"type": "catch-up"})."""
+
     async def read() -> list[dict[str, Any]]:
-        return [json.loads(frame.data) async for frame in subscription]
+        frames = []
+        while (frame := await subscription.queue.get()) is not END:
+            frames.append({"type": "catch-up"} if frame is CATCH_UP else json.loads(frame.data))
+        return frames
 
     return await asyncio.wait_for(read(), HANG_GUARD_SECONDS)
 
 
-def event(event_id: str) -> dict[str, Any]:
-    return {"type": "agent.message", "id": event_id, "content": []}
+def event(event_id: str) -> EventRecord:
+    """A persisted event whose position is the number in its id (e1 is at position 1)."""
+    position = int(event_id.lstrip("abcdefghijklmnopqrstuvwxyz"))
+    return EventRecord(event_id, "sess_1", "agent.message", {"content": []}, position, "2026-01-01T00:00:00.000000Z")
 
 
 def start(event_id: str) -> dict[str, Any]:
@@ -59,7 +67,8 @@ async def test_frames_carry_the_event_type_as_their_name() -> None:
     frame = subscription.queue.get_nowait()
 
     assert frame.event == "agent.message"
-    assert json.loads(frame.data) == event("e1")
+    assert json.loads(frame.data) == event("e1").to_wire()
+    assert frame.position == 1
 
 
 async def test_events_of_another_session_are_not_delivered() -> None:
@@ -78,6 +87,7 @@ async def test_a_subscriber_beyond_max_backlog_gets_an_error_frame_and_its_strea
     subscription = bus.subscribe("sess_1")
 
     bus.publish("sess_1", [event("e1"), event("e2"), event("e3"), event("e4")])
+    subscription.end()
 
     frames = await collect(subscription)
     assert ids(frames[:2]) == ["e1", "e2"]
@@ -92,6 +102,7 @@ async def test_an_overflowed_subscriber_gets_nothing_more() -> None:
     bus.publish("sess_1", [event("e1"), event("e2")])
 
     bus.publish("sess_1", [event("e3")])
+    subscription.end()
 
     assert [frame["type"] for frame in await collect(subscription)] == ["agent.message", "error"]
 
@@ -154,7 +165,7 @@ async def test_end_session_leaves_other_sessions_streaming() -> None:
     other = bus.subscribe("sess_2")
 
     bus.end_session("sess_1")
-    bus.publish("sess_2", [event("x1")])
+    bus.publish("sess_2", [event("x2")])
 
     assert bus.has_subscribers("sess_2") is True
     assert other.queue.get_nowait().event == "agent.message"
@@ -182,3 +193,39 @@ async def test_the_last_unsubscribe_leaves_the_session_without_subscribers() -> 
     bus.unsubscribe(subscription)
 
     assert bus.has_subscribers("sess_1") is False
+
+
+async def test_an_event_already_queued_is_not_queued_again() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe("sess_1")
+
+    bus.publish("sess_1", [event("e1"), event("e2")])
+    bus.publish("sess_1", [event("e2")])
+    bus.end_session("sess_1")
+
+    assert ids(await collect(subscription)) == ["e1", "e2"]
+
+
+async def test_an_event_out_of_turn_becomes_one_catch_up_from_the_store() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe("sess_1")
+    bus.publish("sess_1", [event("e1")])
+
+    bus.publish("sess_1", [event("e3")])
+    bus.publish("sess_1", [event("e4")])
+    bus.end_session("sess_1")
+
+    assert [frame.get("id", frame["type"]) for frame in await collect(subscription)] == ["e1", "catch-up", "e4"]
+
+
+async def test_another_nodes_append_makes_subscribers_behind_it_catch_up() -> None:
+    bus = EventBus()
+    behind, current = bus.subscribe("sess_1"), bus.subscribe("sess_1")
+    bus.publish("sess_1", [event("e1")])
+    current.queued_through = 5
+
+    bus.reached("sess_1", 5)
+    bus.end_session("sess_1")
+
+    assert [frame.get("id", frame["type"]) for frame in await collect(behind)] == ["e1", "catch-up"]
+    assert [frame.get("id", frame["type"]) for frame in await collect(current)] == ["e1"]
