@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,9 @@ class Settings:
     max_tokens: int = 8192
     sse_ping_seconds: float = 15.0
     sandbox: SandboxKind = "bubblewrap"
+    # Which brain holds a session's lease; a restarted node with the same id resumes its sessions at once.
+    node_id: str = field(default_factory=lambda: socket.gethostname())
+    lease_ttl_seconds: float = 15.0
 
     @property
     def database_path(self) -> Path:

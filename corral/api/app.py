@@ -28,7 +28,7 @@ async def health(request: Request) -> JSONResponse:
 def create_app(runtime: Runtime) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await runtime.brain.recover()
+        await runtime.brain.start()
         try:
             yield
         finally:

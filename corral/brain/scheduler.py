@@ -2,6 +2,10 @@
 
 `wake` is cheap and idempotent: it starts a worker if none runs, or marks the running one to look at the
 queue again before it exits, so an event sent just as a worker finishes is never stranded.
+
+Across processes, a session's lease decides which brain works on it. A worker renews its lease while it
+runs and stops if it ever loses it; a sweep takes over sessions whose brain died (lease expired) and any
+work a lost wake-up left behind.
 """
 
 from __future__ import annotations
@@ -25,12 +29,36 @@ MAX_CACHED_WORKERS = 1000
 class Brain:
     def __init__(self, session_log: SessionLog, hands: HandsProvider, models: ModelRouter, settings: Settings) -> None:
         self._log = session_log
+        self._store = session_log.store
         self._hands = hands
         self._models = models
         self._settings = settings
+        self.node_id = settings.node_id
+        self._lease_ttl = settings.lease_ttl_seconds
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._workers: OrderedDict[str, SessionWorker] = OrderedDict()
         self._rewake: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Resume what a previous process left unfinished, then keep sweeping for orphaned work."""
+        await self.sweep()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="brain:sweep")
+
+    async def sweep(self) -> int:
+        """Wake every session with work that no live brain holds: queued events, or a turn cut short."""
+        session_ids = await self._store.sessions_with_work(self.node_id)
+        for session_id in session_ids:
+            self.wake(session_id)
+        return len(session_ids)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("brain sweep failed; trying again")
 
     def wake(self, session_id: str) -> None:
         """Make sure the session's queued events get processed."""
@@ -56,14 +84,10 @@ class Brain:
             await asyncio.gather(task, return_exceptions=True)
         self._workers.pop(session_id, None)
 
-    async def recover(self) -> int:
-        """Wake every session a previous process left with work: queued events or a turn cut short."""
-        session_ids = await self._log.store.sessions_with_work()
-        for session_id in session_ids:
-            self.wake(session_id)
-        return len(session_ids)
-
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -71,13 +95,37 @@ class Brain:
 
     async def _run(self, session_id: str) -> None:
         try:
-            while True:
-                self._rewake.discard(session_id)
-                await self._work(session_id)
-                if session_id not in self._rewake:
-                    return
+            if not await self._store.acquire_lease(session_id, self.node_id, self._lease_ttl):
+                return  # another brain works on it; it sees the new events, or its lease expires
+            renewing = asyncio.create_task(self._keep_lease(session_id, asyncio.current_task()))
+            try:
+                while True:
+                    self._rewake.discard(session_id)
+                    await self._work(session_id)
+                    if session_id not in self._rewake:
+                        return
+            finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
+                await self._store.release_lease(session_id, self.node_id)
         finally:
             self._tasks.pop(session_id, None)
+
+    async def _keep_lease(self, session_id: str, worker: asyncio.Task[None] | None) -> None:
+        """Renew the lease while the worker runs; if it is lost, stop the worker (another brain took over)."""
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                held = await self._store.acquire_lease(session_id, self.node_id, self._lease_ttl)
+            except Exception:
+                log.exception("session %s: could not renew the lease; trying again", session_id)
+                continue
+            if not held:
+                log.warning("session %s: lease lost to another brain; stopping here", session_id)
+                self._workers.pop(session_id, None)
+                if worker is not None:
+                    worker.cancel()
+                return
 
     async def _work(self, session_id: str) -> None:
         session = await self._log.store.get_session(None, session_id)

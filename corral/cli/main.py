@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -170,6 +171,23 @@ def main() -> None:
     help="Keepalive interval on event streams.",
 )
 @click.option(
+    "--node-id",
+    envvar="CORRAL_NODE_ID",
+    show_envvar=True,
+    default=None,
+    help="This node's name in session leases (default: <hostname>:<port>). Restarting with the same id "
+    "resumes the node's sessions at once; other nodes take them over when the lease expires.",
+)
+@click.option(
+    "--lease-ttl",
+    envvar="CORRAL_LEASE_TTL",
+    show_envvar=True,
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(1, 600),
+    help="Seconds a brain's lease on a session lasts without renewal (renewed every third of it).",
+)
+@click.option(
     "--sandbox",
     envvar="CORRAL_SANDBOX",
     show_envvar=True,
@@ -196,6 +214,8 @@ def serve(
     model_timeout: float,
     max_tokens: int,
     sse_ping_seconds: float,
+    node_id: str | None,
+    lease_ttl: float,
     sandbox: str,
     log_level: str,
 ) -> None:
@@ -220,6 +240,8 @@ def serve(
         max_tokens=max_tokens,
         sse_ping_seconds=sse_ping_seconds,
         sandbox="none" if sandbox == "none" else "bubblewrap",
+        node_id=node_id or f"{socket.gethostname()}:{port}",
+        lease_ttl_seconds=lease_ttl,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from corral.server import run_server  # the server's imports are heavy; keep `corral --help` fast

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from corral.clock import now_rfc3339
-from corral.errors import ApiError
 from corral.session.migrations import apply_migrations
 from corral.session.records import (
     AgentRecord,
@@ -30,13 +29,7 @@ from corral.session.records import (
     TimeBounds,
 )
 from corral.session.state import SessionState, empty_usage, reduce
-
-
-class StorageUnavailable(ApiError):
-    """The database refused a write (disk full, locked for too long, read-only)."""
-
-    status = 503
-    error_type = "api_error"
+from corral.session.store import StorageUnavailable
 
 
 def _dumps(value: Any) -> str:
@@ -488,12 +481,12 @@ class SqliteStore:
             db.execute("DELETE FROM session_leases WHERE session_id = ?", (session_id,))
             db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
-    async def sessions_with_work(self) -> list[str]:
+    async def sessions_with_work(self, owner: str) -> list[str]:
         rows = self._db.execute(
             "SELECT id FROM (SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
             "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL) AS work "
-            "WHERE id NOT IN (SELECT session_id FROM session_leases WHERE expires_at > ?)",
-            (time.time(),),
+            "WHERE id NOT IN (SELECT session_id FROM session_leases WHERE expires_at > ? AND owner != ?)",
+            (time.time(), owner),
         ).fetchall()
         return [row[0] for row in rows]
 

@@ -1,13 +1,15 @@
 """The storage interface: every read and write of durable state goes through a `Store`.
 
-Adapters (SQLite today) implement it; the API and the brain never see SQL. Methods that take a
+Adapters (SQLite, PostgreSQL) implement it; the API and the brain never see SQL. Methods that take a
 `workspace_id` only see that workspace's objects: an id from another workspace is simply not found.
+A database that cannot serve a call raises `StorageUnavailable` (a 503 to clients), whatever the adapter.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from corral.errors import ApiError
 from corral.session.records import (
     AgentRecord,
     ApiKeyRecord,
@@ -19,6 +21,13 @@ from corral.session.records import (
     SessionRecord,
     TimeBounds,
 )
+
+
+class StorageUnavailable(ApiError):
+    """The database cannot serve the call: disk full, locked for too long, read-only, unreachable or restarting."""
+
+    status = 503
+    error_type = "api_error"
 
 
 class Store(Protocol):
@@ -110,8 +119,8 @@ class Store(Protocol):
         """Remove the session and its whole event log."""
         ...
 
-    async def sessions_with_work(self) -> list[str]:
-        """Ids of sessions that have queued events or were left running, and that no live lease covers."""
+    async def sessions_with_work(self, owner: str) -> list[str]:
+        """Ids of sessions with queued events or left running, unless another owner's live lease covers them."""
         ...
 
     # --- leases: at most one brain works on a session at a time ------------------------------------

@@ -598,7 +598,7 @@ async def test_sessions_with_work_lists_sessions_with_queued_events_or_left_runn
     await store.enqueue_events("sess_done", [message("q2")])
     await store.mark_processed("sess_done", "q2")
 
-    assert sorted(await store.sessions_with_work()) == ["sess_queued", "sess_running"]
+    assert sorted(await store.sessions_with_work("node-a")) == ["sess_queued", "sess_running"]
 
 
 # --- workspace scoping -------------------------------------------------------------------------------

@@ -1,0 +1,827 @@
+"""The PostgreSQL store: psycopg 3 on an asyncio connection pool, for several nodes sharing one database.
+
+Semantics match `SqliteStore` exactly (`corral.session.store.Store` is the contract; tests/store runs one
+suite against both). What differs is how they are reached:
+
+* Every multi-statement change runs in one transaction on one pooled connection. An append takes the
+  session's row lock with `UPDATE sessions SET last_position = last_position + n ... RETURNING`, so
+  positions are allocated atomically, in commit order, by whichever node appends; the state reducer runs
+  inside the same transaction.
+* Text columns use the "C" collation (see migration 0001), so ids and timestamps sort byte-wise, as in SQLite.
+* Leases compare expiry with the database's clock, so nodes with skewed clocks still agree.
+* A lost connection (server restarted, network cut) is retried once on a fresh connection when that is
+  safe: reads always, and writes that failed before their COMMIT was sent. Appends are safe to retry even
+  when the COMMIT's outcome is unknown: the retry finds the events by id and returns them as stored.
+  Anything else surfaces as `StorageUnavailable` (503 api_error), as SQLite's refusals do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from corral.clock import now_rfc3339
+from corral.session.migrations import apply_migrations
+from corral.session.records import (
+    AgentRecord,
+    ApiKeyRecord,
+    EnvironmentRecord,
+    EventRecord,
+    Json,
+    NewEvent,
+    Page,
+    SessionRecord,
+    TimeBounds,
+)
+from corral.session.state import SessionState, empty_usage, reduce
+from corral.session.store import StorageUnavailable
+
+log = logging.getLogger("corral.session.postgres")
+
+Connection = AsyncConnection[DictRow]
+T = TypeVar("T")
+# What a store operation runs on a connection; `retrying` is True on the second attempt after a lost connection.
+Operation = Callable[[Connection, bool], Awaitable[T]]
+
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+# The database's clock, in seconds since the epoch (leases store expiry as such a number).
+DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
+
+
+def psycopg_conninfo(url: str) -> str:
+    """A libpq URI for psycopg from any accepted spelling (`postgresql://`, `postgres://`, `postgresql+psycopg://`)."""
+    parts = urlsplit(url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise ValueError(f"not a PostgreSQL URL: {redact_url(url)}")
+    return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as an SQLAlchemy URL on the psycopg 3 driver (what Alembic connects with)."""
+    return urlunsplit(urlsplit(psycopg_conninfo(url))._replace(scheme="postgresql+psycopg"))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _in_list(values: list[str] | tuple[str, ...]) -> str:
+    return ", ".join("%s" for _ in values)
+
+
+def _bounds_sql(column: str, bounds: TimeBounds, where: list[str], params: list[Any]) -> None:
+    for op, value in ((">", bounds.gt), (">=", bounds.gte), ("<", bounds.lt), ("<=", bounds.lte)):
+        if value is not None:
+            where.append(f"{column} {op} %s")
+            params.append(value)
+
+
+async def _one(conn: Connection, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> DictRow | None:
+    cursor = await conn.execute(sql, params)
+    return await cursor.fetchone()
+
+
+async def _all(conn: Connection, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[DictRow]:
+    cursor = await conn.execute(sql, params)
+    return await cursor.fetchall()
+
+
+class PostgresStore:
+    """`Store` on a PostgreSQL database (see `corral.session.store.Store` for the contract).
+
+    Make one with `await PostgresStore.open(url)` on the event loop that will use it: the pool's connections
+    and background tasks belong to that loop.
+    """
+
+    def __init__(self, url: str, pool: AsyncConnectionPool[Connection]) -> None:
+        self.url = url
+        self._pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        min_connections: int = 2,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 10.0,
+    ) -> PostgresStore:
+        """Connect (after bringing the schema to the newest revision, unless `migrate` is False).
+
+        `request_timeout` bounds how long a call waits for a pooled connection (for example while the server
+        restarts) before it fails with `StorageUnavailable`.
+        """
+        conninfo = psycopg_conninfo(url)
+        if migrate:
+            try:
+                await asyncio.to_thread(apply_migrations, sqlalchemy_url(url))
+            except Exception as exc:
+                raise StorageUnavailable(f"cannot migrate the database at {redact_url(url)}: {exc}") from exc
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            conninfo,
+            connection_class=AsyncConnection[DictRow],
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, int(connect_timeout))},
+            min_size=min_connections,
+            max_size=max_connections,
+            timeout=request_timeout,
+            name="corral",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StorageUnavailable(f"cannot connect to the database at {redact_url(url)}: {exc}") from exc
+        return cls(url, pool)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "postgresql", "url": redact_url(self.url)}
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def connect(self) -> Connection:
+        """A dedicated autocommit connection outside the pool (for LISTEN); the caller closes it."""
+        return await AsyncConnection.connect(psycopg_conninfo(self.url), autocommit=True, row_factory=dict_row)
+
+    # --- running operations ----------------------------------------------------------------------
+
+    async def _run(self, operation: Operation[T], *, transaction: bool, replayable: bool) -> T:
+        """Run `operation` on a pooled connection (in a transaction if asked), retrying once after a lost one.
+
+        `replayable` says the operation may run again even if its first COMMIT may have succeeded: it either
+        has no effect the second time or recognises its own earlier effect (`retrying`).
+        """
+        for attempt in (1, 2):
+            committing = False
+            try:
+                async with self._pool.connection() as conn:
+                    if not transaction:
+                        return await operation(conn, attempt > 1)
+                    async with conn.transaction():
+                        result = await operation(conn, attempt > 1)
+                        committing = True
+                    return result
+            except PoolTimeout as exc:
+                raise StorageUnavailable(f"the database is unreachable: {exc}") from exc
+            except psycopg.OperationalError as exc:
+                if attempt > 1 or (committing and not replayable):
+                    outcome = " (its outcome is unknown)" if committing else ""
+                    raise StorageUnavailable(f"the database failed the request{outcome}: {exc}") from exc
+                log.warning("database connection failed (%s); retrying on a fresh connection", exc)
+                await self._pool.check()
+        raise AssertionError("unreachable")
+
+    async def _read(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
+        async def run(conn: Connection, _retrying: bool) -> T:
+            return await operation(conn)
+
+        return await self._run(run, transaction=False, replayable=True)
+
+    async def _write(self, operation: Operation[T], *, replayable: bool) -> T:
+        return await self._run(operation, transaction=True, replayable=replayable)
+
+    async def _execute(self, sql: str, params: tuple[Any, ...], *, replayable: bool = True) -> int:
+        """One write statement in its own transaction; returns the number of rows it changed."""
+
+        async def run(conn: Connection, _retrying: bool) -> int:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
+
+        return await self._write(run, replayable=replayable)
+
+    # --- keyset pagination -----------------------------------------------------------------------
+
+    async def _keyset_page(
+        self,
+        select_sql: str,
+        where: list[str],
+        params: list[Any],
+        *,
+        key_columns: tuple[str, str],
+        order: str,
+        limit: int,
+        cursor: Json | None,
+        to_item: Callable[[DictRow], Any],
+        bidirectional: bool = False,
+    ) -> Page:
+        """One page ordered by (key_columns) in `order`; cursors carry the boundary key and a direction."""
+        going_back = bool(cursor and cursor.get("d") == "prev")
+        scan_desc = (order == "desc") != going_back
+        key = cursor.get("k") if cursor else None
+        first, second = key_columns
+        if key is not None:
+            where = [*where, f"({first}, {second}) {'<' if scan_desc else '>'} (%s, %s)"]
+            params = [*params, *key]
+        direction = "DESC" if scan_desc else "ASC"
+        sql = (
+            f"{select_sql} WHERE {' AND '.join(where) or 'TRUE'} "
+            f"ORDER BY {first} {direction}, {second} {direction} LIMIT %s"
+        )
+        rows = await self._read(lambda conn: _all(conn, sql, [*params, limit + 1]))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if going_back:
+            rows.reverse()
+        if not rows:
+            return Page(items=[])
+
+        def key_of(row: DictRow) -> list[Any]:
+            return [row[first], row[second]]
+
+        has_next = (more and not going_back) or going_back
+        has_prev = (more and going_back) or (not going_back and key is not None)
+        return Page(
+            items=[to_item(row) for row in rows],
+            next_cursor={"d": "next", "k": key_of(rows[-1])} if has_next else None,
+            prev_cursor={"d": "prev", "k": key_of(rows[0])} if bidirectional and has_prev else None,
+        )
+
+    # --- workspaces and API keys -----------------------------------------------------------------
+
+    async def create_workspace(self, workspace_id: str, name: str) -> None:
+        await self._execute(
+            "INSERT INTO workspaces (id, name, created_at) VALUES (%s, %s, %s)",
+            (workspace_id, name, now_rfc3339()),
+            replayable=False,
+        )
+
+    async def add_api_key(self, key: ApiKeyRecord, key_hash: str) -> None:
+        await self._execute(
+            "INSERT INTO api_keys (id, workspace_id, key_hash, hint, created_at) VALUES (%s, %s, %s, %s, %s)",
+            (key.id, key.workspace_id, key_hash, key.hint, key.created_at),
+            replayable=False,
+        )
+
+    @staticmethod
+    def _api_key(row: DictRow) -> ApiKeyRecord:
+        return ApiKeyRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            hint=row["hint"],
+            created_at=row["created_at"],
+            revoked_at=row["revoked_at"],
+        )
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = await self._read(
+            lambda conn: _one(conn, "SELECT * FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (key_hash,))
+        )
+        return self._api_key(row) if row else None
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        rows = await self._read(lambda conn: _all(conn, "SELECT * FROM api_keys ORDER BY created_at, id"))
+        return [self._api_key(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        changed = await self._execute(
+            "UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+            (now_rfc3339(), key_id),
+            replayable=False,
+        )
+        return changed == 1
+
+    # --- agents ----------------------------------------------------------------------------------
+
+    _AGENT_COLUMNS = (
+        "a.id, a.workspace_id, a.created_at, a.archived_at, v.version, v.body, v.created_at AS updated_at "
+        "FROM agents a JOIN agent_versions v ON v.agent_id = a.id"
+    )
+
+    @staticmethod
+    def _agent(row: DictRow) -> AgentRecord:
+        return AgentRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            version=row["version"],
+            body=json.loads(row["body"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_agent(self, agent: AgentRecord) -> None:
+        async def run(conn: Connection, _retrying: bool) -> None:
+            await conn.execute(
+                "INSERT INTO agents (id, workspace_id, latest_version, created_at) VALUES (%s, %s, %s, %s)",
+                (agent.id, agent.workspace_id, agent.version, agent.created_at),
+            )
+            await conn.execute(
+                "INSERT INTO agent_versions (agent_id, version, body, created_at) VALUES (%s, %s, %s, %s)",
+                (agent.id, agent.version, _dumps(agent.body), agent.updated_at),
+            )
+
+        await self._write(run, replayable=False)
+
+    async def add_agent_version(self, agent: AgentRecord, expected_version: int) -> bool:
+        async def run(conn: Connection, _retrying: bool) -> bool:
+            cursor = await conn.execute(
+                "UPDATE agents SET latest_version = %s WHERE id = %s AND latest_version = %s",
+                (agent.version, agent.id, expected_version),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await conn.execute(
+                "INSERT INTO agent_versions (agent_id, version, body, created_at) VALUES (%s, %s, %s, %s)",
+                (agent.id, agent.version, _dumps(agent.body), agent.updated_at),
+            )
+            return True
+
+        return await self._write(run, replayable=False)
+
+    async def get_agent(self, workspace_id: str, agent_id: str, version: int | None = None) -> AgentRecord | None:
+        if version is None:
+            sql = (
+                f"SELECT {self._AGENT_COLUMNS} AND v.version = a.latest_version "
+                "WHERE a.workspace_id = %s AND a.id = %s"
+            )
+            params: tuple[Any, ...] = (workspace_id, agent_id)
+        else:
+            sql = f"SELECT {self._AGENT_COLUMNS} WHERE a.workspace_id = %s AND a.id = %s AND v.version = %s"
+            params = (workspace_id, agent_id, version)
+        row = await self._read(lambda conn: _one(conn, sql, params))
+        return self._agent(row) if row else None
+
+    async def list_agents(
+        self,
+        workspace_id: str,
+        *,
+        include_archived: bool,
+        created: TimeBounds,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page:
+        where = ["a.workspace_id = %s"]
+        params: list[Any] = [workspace_id]
+        if not include_archived:
+            where.append("a.archived_at IS NULL")
+        _bounds_sql("a.created_at", created, where, params)
+        select = (
+            f"SELECT * FROM (SELECT {self._AGENT_COLUMNS} AND v.version = a.latest_version "
+            f"WHERE {' AND '.join(where)}) AS latest"
+        )
+        return await self._keyset_page(
+            select,
+            [],
+            params,
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._agent,
+        )
+
+    async def list_agent_versions(self, workspace_id: str, agent_id: str, *, limit: int, cursor: Json | None) -> Page:
+        select = (
+            f"SELECT * FROM (SELECT {self._AGENT_COLUMNS} WHERE a.workspace_id = %s AND a.id = %s) AS versions"
+        )
+        return await self._keyset_page(
+            select,
+            [],
+            [workspace_id, agent_id],
+            key_columns=("version", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._agent,
+        )
+
+    async def archive_agent(self, workspace_id: str, agent_id: str, archived_at: str) -> None:
+        await self._execute(
+            "UPDATE agents SET archived_at = COALESCE(archived_at, %s) WHERE workspace_id = %s AND id = %s",
+            (archived_at, workspace_id, agent_id),
+        )
+
+    # --- environments ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _environment(row: DictRow) -> EnvironmentRecord:
+        return EnvironmentRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            name=row["name"],
+            body=json.loads(row["body"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_environment(self, environment: EnvironmentRecord) -> bool:
+        try:
+            await self._execute(
+                "INSERT INTO environments (id, workspace_id, name, body, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    environment.id,
+                    environment.workspace_id,
+                    environment.name,
+                    _dumps(environment.body),
+                    environment.created_at,
+                    environment.updated_at,
+                ),
+                replayable=False,
+            )
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
+
+    async def update_environment(self, environment: EnvironmentRecord) -> bool:
+        try:
+            await self._execute(
+                "UPDATE environments SET name = %s, body = %s, updated_at = %s WHERE id = %s AND workspace_id = %s",
+                (
+                    environment.name,
+                    _dumps(environment.body),
+                    environment.updated_at,
+                    environment.id,
+                    environment.workspace_id,
+                ),
+            )
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
+
+    async def get_environment(self, workspace_id: str, environment_id: str) -> EnvironmentRecord | None:
+        row = await self._read(
+            lambda conn: _one(
+                conn, "SELECT * FROM environments WHERE workspace_id = %s AND id = %s", (workspace_id, environment_id)
+            )
+        )
+        return self._environment(row) if row else None
+
+    async def list_environments(
+        self, workspace_id: str, *, include_archived: bool, limit: int, cursor: Json | None
+    ) -> Page:
+        where = ["workspace_id = %s"]
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        return await self._keyset_page(
+            "SELECT * FROM environments",
+            where,
+            [workspace_id],
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._environment,
+        )
+
+    async def delete_environment(self, workspace_id: str, environment_id: str) -> None:
+        await self._execute(
+            "DELETE FROM environments WHERE workspace_id = %s AND id = %s", (workspace_id, environment_id)
+        )
+
+    async def archive_environment(self, workspace_id: str, environment_id: str, archived_at: str) -> None:
+        await self._execute(
+            "UPDATE environments SET archived_at = COALESCE(archived_at, %s), updated_at = %s "
+            "WHERE workspace_id = %s AND id = %s",
+            (archived_at, archived_at, workspace_id, environment_id),
+        )
+
+    # --- sessions --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _session(row: DictRow) -> SessionRecord:
+        return SessionRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            agent_id=row["agent_id"],
+            agent_version=row["agent_version"],
+            environment_id=row["environment_id"],
+            body=json.loads(row["body"]),
+            status=row["status"],
+            usage=json.loads(row["usage"]),
+            active_seconds=row["active_seconds"],
+            running_since=row["running_since"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_session(self, session: SessionRecord) -> None:
+        await self._execute(
+            "INSERT INTO sessions (id, workspace_id, agent_id, agent_version, environment_id, body, status, "
+            "usage, active_seconds, running_since, created_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                session.id,
+                session.workspace_id,
+                session.agent_id,
+                session.agent_version,
+                session.environment_id,
+                _dumps(session.body),
+                session.status,
+                _dumps(session.usage),
+                session.active_seconds,
+                session.running_since,
+                session.created_at,
+                session.updated_at,
+            ),
+            replayable=False,
+        )
+
+    async def get_session(self, workspace_id: str | None, session_id: str) -> SessionRecord | None:
+        if workspace_id is None:
+            sql, params = "SELECT * FROM sessions WHERE id = %s", (session_id,)
+        else:
+            sql, params = "SELECT * FROM sessions WHERE workspace_id = %s AND id = %s", (workspace_id, session_id)
+        row = await self._read(lambda conn: _one(conn, sql, params))
+        return self._session(row) if row else None
+
+    async def list_sessions(
+        self,
+        workspace_id: str,
+        *,
+        agent_id: str | None,
+        agent_version: int | None,
+        statuses: list[str],
+        include_archived: bool,
+        created: TimeBounds,
+        order: str,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page:
+        where = ["workspace_id = %s"]
+        params: list[Any] = [workspace_id]
+        if agent_id is not None:
+            where.append("agent_id = %s")
+            params.append(agent_id)
+            if agent_version is not None:
+                where.append("agent_version = %s")
+                params.append(agent_version)
+        if statuses:
+            where.append(f"status IN ({_in_list(statuses)})")
+            params.extend(statuses)
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        _bounds_sql("created_at", created, where, params)
+        return await self._keyset_page(
+            "SELECT * FROM sessions",
+            where,
+            params,
+            key_columns=("created_at", "id"),
+            order=order,
+            limit=limit,
+            cursor=cursor,
+            to_item=self._session,
+            bidirectional=True,
+        )
+
+    async def update_session_body(self, session_id: str, body: Json, updated_at: str) -> None:
+        await self._execute(
+            "UPDATE sessions SET body = %s, updated_at = %s WHERE id = %s", (_dumps(body), updated_at, session_id)
+        )
+
+    async def archive_session(self, session_id: str, archived_at: str) -> None:
+        await self._execute(
+            "UPDATE sessions SET archived_at = COALESCE(archived_at, %s), updated_at = %s WHERE id = %s",
+            (archived_at, archived_at, session_id),
+        )
+
+    async def delete_session(self, session_id: str) -> None:
+        async def run(conn: Connection, _retrying: bool) -> None:
+            await conn.execute("DELETE FROM events WHERE session_id = %s", (session_id,))
+            await conn.execute("DELETE FROM session_leases WHERE session_id = %s", (session_id,))
+            await conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+
+        await self._write(run, replayable=True)
+
+    async def sessions_with_work(self) -> list[str]:
+        rows = await self._read(
+            lambda conn: _all(
+                conn,
+                "SELECT id FROM (SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
+                "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL) AS work "
+                f"WHERE id NOT IN (SELECT session_id FROM session_leases WHERE expires_at > {DB_NOW})",
+            )
+        )
+        return [row["id"] for row in rows]
+
+    async def acquire_lease(self, session_id: str, owner: str, ttl_seconds: float) -> bool:
+        changed = await self._execute(
+            "INSERT INTO session_leases (session_id, owner, expires_at) "
+            f"VALUES (%s, %s, {DB_NOW} + %s) "
+            "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+            f"WHERE session_leases.owner = excluded.owner OR session_leases.expires_at <= {DB_NOW}",
+            (session_id, owner, float(ttl_seconds)),
+        )
+        return changed == 1
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        await self._execute("DELETE FROM session_leases WHERE session_id = %s AND owner = %s", (session_id, owner))
+
+    # --- the event log ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(row: DictRow) -> EventRecord:
+        return EventRecord(
+            id=row["id"],
+            session_id=row["session_id"],
+            type=row["type"],
+            body=json.loads(row["body"]),
+            position=row["position"],
+            processed_at=row["processed_at"],
+        )
+
+    @staticmethod
+    async def _allocate(conn: Connection, session_id: str, count: int) -> tuple[SessionState, int]:
+        """Lock the session's row and reserve `count` positions; returns its state and the position before them."""
+        row = await _one(
+            conn,
+            "UPDATE sessions SET last_position = last_position + %s WHERE id = %s "
+            "RETURNING status, usage, active_seconds, running_since, last_position",
+            (count, session_id),
+        )
+        if row is None:
+            raise LookupError(f"session {session_id} does not exist")
+        state = SessionState(
+            status=row["status"],
+            usage=json.loads(row["usage"]) if row["usage"] else empty_usage(),
+            active_seconds=row["active_seconds"],
+            running_since=row["running_since"],
+        )
+        return state, int(row["last_position"]) - count
+
+    @staticmethod
+    async def _save_state(conn: Connection, session_id: str, before: SessionState, after: SessionState) -> None:
+        if after == before:
+            return
+        await conn.execute(
+            "UPDATE sessions SET status = %s, usage = %s, active_seconds = %s, running_since = %s, updated_at = %s "
+            "WHERE id = %s",
+            (after.status, _dumps(after.usage), after.active_seconds, after.running_since, now_rfc3339(), session_id),
+        )
+
+    async def _stored_events(self, conn: Connection, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        """Those of `events` already in the session's log (how a retried write recognises its first attempt)."""
+        if not events:
+            return []
+        ids = [event.id for event in events]
+        rows = await _all(
+            conn,
+            f"SELECT * FROM events WHERE session_id = %s AND id IN ({_in_list(ids)}) ORDER BY position, seq",
+            (session_id, *ids),
+        )
+        return [self._event(row) for row in rows]
+
+    async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        async def run(conn: Connection, retrying: bool) -> list[EventRecord]:
+            if retrying:
+                stored = await self._stored_events(conn, session_id, events)
+                if stored and len(stored) == len(events):
+                    return stored  # the first attempt committed before its connection was lost
+            before, position = await self._allocate(conn, session_id, len(events))
+            state = before
+            records: list[EventRecord] = []
+            rows: list[tuple[Any, ...]] = []
+            for event in events:
+                position += 1
+                processed_at = now_rfc3339()
+                rows.append((event.id, session_id, event.type, _dumps(event.body), position, processed_at))
+                state = reduce(state, event.type, event.body, processed_at)
+                records.append(EventRecord(event.id, session_id, event.type, event.body, position, processed_at))
+            if rows:
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        "INSERT INTO events (id, session_id, type, body, position, processed_at) "
+                        "VALUES (%s, %s, %s, %s, %s, %s)",
+                        rows,
+                    )
+            await self._save_state(conn, session_id, before, state)
+            return records
+
+        return await self._write(run, replayable=True)
+
+    async def enqueue_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        async def run(conn: Connection, retrying: bool) -> None:
+            if retrying and len(await self._stored_events(conn, session_id, events)) == len(events):
+                return
+            if events:
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        "INSERT INTO events (id, session_id, type, body) VALUES (%s, %s, %s, %s)",
+                        [(event.id, session_id, event.type, _dumps(event.body)) for event in events],
+                    )
+
+        await self._write(run, replayable=True)
+        return [EventRecord(event.id, session_id, event.type, event.body, None, None) for event in events]
+
+    async def queued_events(self, session_id: str) -> list[EventRecord]:
+        rows = await self._read(
+            lambda conn: _all(
+                conn, "SELECT * FROM events WHERE session_id = %s AND position IS NULL ORDER BY seq", (session_id,)
+            )
+        )
+        return [self._event(row) for row in rows]
+
+    async def mark_processed(self, session_id: str, event_id: str) -> EventRecord:
+        async def run(conn: Connection, retrying: bool) -> EventRecord:
+            if retrying:
+                row = await _one(conn, "SELECT * FROM events WHERE id = %s AND session_id = %s", (event_id, session_id))
+                if row is not None and row["position"] is not None:
+                    return self._event(row)  # the first attempt committed before its connection was lost
+            before, position = await self._allocate(conn, session_id, 1)
+            position += 1
+            processed_at = now_rfc3339()
+            row = await _one(
+                conn,
+                "UPDATE events SET position = %s, processed_at = %s "
+                "WHERE id = %s AND session_id = %s AND position IS NULL RETURNING type, body",
+                (position, processed_at, event_id, session_id),
+            )
+            if row is None:
+                raise LookupError(f"event {event_id} is not queued in session {session_id}")
+            body = json.loads(row["body"])
+            after = reduce(before, row["type"], body, processed_at)
+            await self._save_state(conn, session_id, before, after)
+            return EventRecord(event_id, session_id, row["type"], body, position, processed_at)
+
+        return await self._write(run, replayable=True)
+
+    async def list_events(
+        self,
+        session_id: str,
+        *,
+        types: list[str],
+        processed: TimeBounds,
+        order: str,
+        limit: int,
+        cursor: Json | None,
+    ) -> Page:
+        where = ["session_id = %s", "position IS NOT NULL"]
+        params: list[Any] = [session_id]
+        if types:
+            where.append(f"type IN ({_in_list(types)})")
+            params.extend(types)
+        _bounds_sql("processed_at", processed, where, params)
+        descending = order == "desc"
+        if cursor is not None:
+            where.append("position < %s" if descending else "position > %s")
+            params.append(int(cursor["k"]))
+        sql = (
+            f"SELECT * FROM events WHERE {' AND '.join(where)} "
+            f"ORDER BY position {'DESC' if descending else 'ASC'} LIMIT %s"
+        )
+        rows = await self._read(lambda conn: _all(conn, sql, [*params, limit + 1]))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[self._event(row) for row in rows],
+            next_cursor={"k": rows[-1]["position"]} if more else None,
+        )
+
+    async def conversation_events(
+        self, session_id: str, types: tuple[str, ...], after_position: int = 0
+    ) -> list[EventRecord]:
+        if not types:
+            return []
+        rows = await self._read(
+            lambda conn: _all(
+                conn,
+                f"SELECT * FROM events WHERE session_id = %s AND position > %s "
+                f"AND type IN ({_in_list(types)}) ORDER BY position",
+                (session_id, after_position, *types),
+            )
+        )
+        return [self._event(row) for row in rows]
+
+    async def find_event(self, session_id: str, event_id: str) -> EventRecord | None:
+        row = await self._read(
+            lambda conn: _one(conn, "SELECT * FROM events WHERE session_id = %s AND id = %s", (session_id, event_id))
+        )
+        return self._event(row) if row else None
+
+    async def last_position(self, session_id: str) -> int:
+        row = await self._read(lambda conn: _one(conn, "SELECT last_position FROM sessions WHERE id = %s", (session_id,)))
+        return int(row["last_position"]) if row else 0
+
+    async def events_after(self, session_id: str, position: int, limit: int) -> list[EventRecord]:
+        rows = await self._read(
+            lambda conn: _all(
+                conn,
+                "SELECT * FROM events WHERE session_id = %s AND position > %s ORDER BY position LIMIT %s",
+                (session_id, position, limit),
+            )
+        )
+        return [self._event(row) for row in rows]
