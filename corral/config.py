@@ -8,14 +8,18 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from corral.models.pricing import ModelPrice
+
 ProviderKind = Literal["anthropic", "openai"]
 SandboxKind = Literal["bubblewrap", "none"]
+SearchKind = Literal["none", "searxng", "brave"]
 
 DEFAULT_PORT = 8400
 # As root, sandboxed commands run as an unprivileged user that must be able to reach the workspaces, so the
@@ -88,6 +92,84 @@ def parse_routes(raw: Any) -> list[ModelRoute]:
 
 
 @dataclass(frozen=True)
+class Operations:
+    """Operator settings: limits at the HTTP edge, metrics, logs and traces (`corral serve --help`)."""
+
+    # Requests per minute per API key (spec §1.8); 0 turns a limit off.
+    rate_limit_create: int = 300
+    rate_limit_other: int = 600
+    rate_limit_environments: int = 60
+    # Sessions of one workspace that may run at once; 0 is no cap.
+    max_running_sessions: int = 100
+    # `/metrics`: "key" needs an API key like the API, "public" needs none, "off" removes it.
+    metrics: Literal["key", "public", "off"] = "key"
+    log_format: Literal["text", "json"] = "text"
+    # OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); None: no traces.
+    otlp_endpoint: str | None = None
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int | None:
+    """'512M', '2G', '1.5GiB', '1048576' -> bytes (binary units); '0', 'none', 'unlimited' -> None."""
+    if isinstance(text, int):
+        return text or None
+    value = text.strip()
+    if value.lower() in ("0", "none", "unlimited", "off"):
+        return None
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size such as 512M, 2G or 1073741824 (or 'none')")
+    number, unit = match.groups()
+    factor = 1024 ** ("KMGT".index(unit.upper()) + 1) if unit else 1
+    return int(float(number) * factor) or None
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """What each session's bubblewrap sandbox may use and how long it idles (`corral serve --help`).
+
+    None turns a limit off. `cgroup_parent` None runs sandboxes without cgroups, hence without the memory,
+    process and CPU limits; `workspace_bytes` None keeps workspaces as plain directories on the data disk.
+    """
+
+    memory_bytes: int | None = 2 * 1024**3
+    pids: int | None = 1024
+    cpus: float | None = 1.0
+    tmp_bytes: int | None = 1024**3
+    workspace_bytes: int | None = 10 * 1024**3
+    idle_timeout_s: float | None = 600.0
+    cgroup_parent: str | None = "corral"
+
+
+@dataclass(frozen=True)
+class McpSettings:
+    """How the brain reaches agents' MCP servers (`corral serve --help`)."""
+
+    connect_timeout: float = 10.0
+    # Seconds one MCP tool call may take.
+    call_timeout: float = 300.0
+    # Further connection attempts within a turn after one failed (connection errors and 5xx only).
+    connect_retries: int = 2
+    # Seconds before the first retry; each further retry waits twice as long.
+    retry_delay: float = 0.5
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """Sandboxes' network egress and the web tools (`corral serve --help`)."""
+
+    # web_search's backend: "searxng" (at `searxng_url`), "brave" (key in BRAVE_SEARCH_API_KEY), or "none"
+    # (web_search is then not offered to models).
+    search: SearchKind = "none"
+    searxng_url: str | None = None
+    # `address:port` pairs that sandboxes and web_fetch may reach although they are not public addresses
+    # (CORRAL_EGRESS_ALLOW_ADDRESSES; for tests that stand a local server in for the internet).
+    egress_allow_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     host: str = "127.0.0.1"
@@ -98,15 +180,31 @@ class Settings:
     model_retry_delay: float = 1.0
     model_timeout: float = 600.0
     max_tokens: int = 8192
+    max_tool_calls_per_turn: int = 200
+    # List prices for session budgets (corral.models.pricing); none by default.
+    prices: list[ModelPrice] = field(default_factory=list)
     sse_ping_seconds: float = 15.0
     sandbox: SandboxKind = "bubblewrap"
+    sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
     # Which brain holds a session's lease; a restarted node with the same id resumes its sessions at once.
     node_id: str = field(default_factory=lambda: socket.gethostname())
     lease_ttl_seconds: float = 15.0
+    # `sqlite:///PATH` or `postgresql://...`; None: the SQLite file `corral.db` in the data directory.
+    database_url: str | None = None
+    operations: Operations = field(default_factory=Operations)
+    mcp: McpSettings = field(default_factory=McpSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    # Base64 of the 32-byte key that seals vault secrets (CORRAL_SECRET_KEY); None: <data-dir>/secret.key.
+    secret_key: str | None = field(default=None, repr=False)
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "corral.db"
+
+    @property
+    def store_url(self) -> str:
+        """The database the server uses (see `corral.session.open_store`)."""
+        return self.database_url or f"sqlite:///{self.database_path}"
 
     @property
     def workspaces_dir(self) -> Path:
@@ -124,4 +222,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     routes = document.get("models", {}).get("routes")
     if routes is not None:
         values["model_routes"] = json.dumps(routes)
+    prices = document.get("models", {}).get("prices")
+    if prices is not None:
+        values["model_prices"] = json.dumps(prices)
     return values

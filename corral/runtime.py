@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,9 +11,11 @@ from starlette.requests import Request
 from corral.config import Settings
 from corral.hands.base import HandsProvider
 from corral.models.router import ModelRouter
+from corral.session.cluster import Cluster
 from corral.session.fanout import EventBus
 from corral.session.log import SessionLog
 from corral.session.store import Store
+from corral.vault.credentials import VaultAccess
 
 if TYPE_CHECKING:
     from corral.brain.scheduler import Brain
@@ -27,6 +30,36 @@ class Runtime:
     hands: HandsProvider
     models: ModelRouter
     brain: Brain
+    # Opens vault credentials for the MCP client and the egress proxy; seals new ones for the API.
+    vault: VaultAccess
+    # How this node hears about other nodes' work and events (nothing to hear on a single node).
+    cluster: Cluster
+
+    async def start(self) -> None:
+        """Start the background parts: the cluster listener, then the brain (which resumes unfinished work)."""
+        await self.cluster.start(self._on_wake, self.bus.reached, self._on_reconnect)
+        await self.brain.start()
+
+    async def stop(self) -> None:
+        self.bus.close()
+        await self.cluster.close()
+        await self.brain.close()
+        await self.hands.close()
+        await self.models.close()
+
+    def _on_wake(self, session_id: str, interrupt: bool) -> None:
+        self.brain.wake(session_id)
+        if interrupt:
+            self.brain.interrupt(session_id)
+
+    def _on_reconnect(self) -> None:
+        # Notices sent while the listener was away are lost: streams catch up and the brain sweeps.
+        asyncio.get_running_loop().create_task(self._resync())
+
+    async def _resync(self) -> None:
+        for session_id in self.bus.session_ids():
+            self.bus.reached(session_id, await self.store.last_position(session_id))
+        await self.brain.sweep()
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -4,50 +4,155 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 
 import click
 import uvicorn
+import uvloop
 
 from corral.api.app import create_app
 from corral.api.auth import issue_key, register_key
 from corral.brain.scheduler import Brain
 from corral.config import Settings
 from corral.hands.bubblewrap import BubblewrapLauncher, RefusingLauncher
+from corral.hands.cgroups import CgroupTree, Limits, format_bytes
+from corral.hands.egress import EgressProxy
 from corral.hands.local import LocalHandsProvider
+from corral.hands.netpolicy import AddressPolicy, parse_allow_addresses
+from corral.hands.packages import PackageCache
+from corral.hands.provision import Provisioner
 from corral.hands.shell import LocalShellLauncher, SandboxUnavailable
+from corral.hands.volumes import DirectoryVolumes, ImageVolumes, RefusingVolumes, WorkspaceVolumes
+from corral.hands.web import BRAVE_API_KEY_ENV, BraveBackend, SearchBackend, SearxngBackend, WebTools
 from corral.ids import new_id
+from corral.mcp.client import McpHub
 from corral.models.router import ModelRouter
 from corral.runtime import Runtime
+from corral.session.cluster import Cluster, PostgresCluster, SingleNode
 from corral.session.fanout import EventBus
 from corral.session.log import SessionLog
-from corral.session.sqlite import SqliteStore
+from corral.session.open_store import open_store
+from corral.session.postgres import PostgresStore, psycopg_conninfo
 from corral.session.store import Store
+from corral.vault.credentials import VaultAccess
+from corral.vault.crypto import SecretBox, load_or_create_key
 
 log = logging.getLogger("corral")
 
 
 def build_hands(settings: Settings) -> LocalHandsProvider:
-    """Workspaces under the data dir; shells in bubblewrap, or refused with the reason if it cannot run."""
+    """Workspaces under the data dir; shells in bubblewrap with per-session limits.
+
+    What cannot be provided as configured is refused with the reason and its fix, at start (logged) and in
+    every tool call it affects; nothing silently runs with less confinement than asked for. Sandboxes that a
+    crashed predecessor left running are killed here.
+    """
+    limits = settings.sandbox_limits
+    root = settings.workspaces_dir
+    web = build_web_tools(settings)
     if settings.sandbox == "none":
         log.warning("--sandbox none: tool commands run UNCONFINED on this host, as the server's user")
-        return LocalHandsProvider(settings.workspaces_dir, launcher=LocalShellLauncher())
+        log.warning("--sandbox none: environments' networking and packages are not applied to tool commands")
+        return LocalHandsProvider(root, launcher=LocalShellLauncher(), idle_timeout_s=limits.idle_timeout_s, web=web)
+    launcher: BubblewrapLauncher | RefusingLauncher
+    owner: tuple[int, int] | None = None
     try:
-        launcher = BubblewrapLauncher.detect(settings.workspaces_dir)
+        cgroups = _sandbox_cgroups(settings)
+        launcher = BubblewrapLauncher.detect(root, cgroups=cgroups, tmp_size=limits.tmp_bytes)
+        owner = (launcher.identity.uid, launcher.identity.gid)
     except SandboxUnavailable as exc:
         log.error("sandbox unavailable, bash calls will fail until this is fixed: %s", exc)
-        return LocalHandsProvider(settings.workspaces_dir, launcher=RefusingLauncher(str(exc)))
-    identity = launcher.identity
-    return LocalHandsProvider(settings.workspaces_dir, launcher=launcher, owner=(identity.uid, identity.gid))
+        launcher = RefusingLauncher(str(exc))
+    volumes: WorkspaceVolumes = DirectoryVolumes(owner)
+    if limits.workspace_bytes is None:
+        log.warning("--sandbox-workspace-size none: workspaces share the data disk; one session can fill it")
+    else:
+        try:
+            volumes = ImageVolumes.detect(root, limits.workspace_bytes, owner)
+            stale = volumes.sweep()
+            if stale:
+                log.warning("unmounted %d workspace(s) left mounted by a server that is gone", stale)
+        except SandboxUnavailable as exc:
+            log.error("workspaces unavailable, tool calls will fail until this is fixed: %s", exc)
+            volumes = RefusingVolumes(str(exc))
+    if isinstance(launcher, BubblewrapLauncher):
+        log.info(
+            "sandboxes: bubblewrap, %s, /tmp %s, workspace %s, stopped after %s idle",
+            launcher.cgroups.limits.describe() if launcher.cgroups else "no cgroup limits",
+            "default size" if limits.tmp_bytes is None else format_bytes(limits.tmp_bytes),
+            "uncapped" if limits.workspace_bytes is None else format_bytes(limits.workspace_bytes),
+            "never" if limits.idle_timeout_s is None else f"{limits.idle_timeout_s:g} s",
+        )
+    return LocalHandsProvider(
+        root,
+        launcher=launcher,
+        owner=owner,
+        volumes=volumes,
+        idle_timeout_s=limits.idle_timeout_s,
+        provisioner=build_provisioner(settings, web.addresses, owner),
+        web=web,
+    )
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    store = SqliteStore(settings.database_path)
+def build_web_tools(settings: Settings) -> WebTools:
+    """web_fetch always; web_search with the configured backend (none: not offered to models)."""
+    addresses = AddressPolicy(allow_addresses=parse_allow_addresses(settings.web.egress_allow_addresses))
+    backend: SearchBackend | None = None
+    if settings.web.search == "searxng" and settings.web.searxng_url:
+        backend = SearxngBackend(settings.web.searxng_url)
+    elif settings.web.search == "brave":
+        if not os.environ.get(BRAVE_API_KEY_ENV):
+            log.error("--web-search brave: set %s; web_search calls fail until then", BRAVE_API_KEY_ENV)
+        backend = BraveBackend()
+    log.info("web tools: web_fetch, %s", f"web_search via {backend.name}" if backend else "no web_search")
+    return WebTools(addresses, backend)
+
+
+def build_provisioner(settings: Settings, addresses: AddressPolicy, owner: tuple[int, int] | None) -> Provisioner:
+    """Environments applied to sandboxes: the egress proxy's sockets and the package cache in the data dir."""
+    return Provisioner(
+        egress=EgressProxy(settings.data_dir / "egress", addresses, owner=owner),
+        packages=PackageCache(settings.data_dir / "packages", run_as=owner),
+    )
+
+
+def _sandbox_cgroups(settings: Settings) -> CgroupTree | None:
+    """This server's cgroup tree, after killing the sandboxes of dead predecessors (None: limits off)."""
+    limits = settings.sandbox_limits
+    if limits.cgroup_parent is None:
+        log.warning("--sandbox-cgroup none: sandboxes run without memory, process and CPU limits")
+        return None
+    tree = CgroupTree.detect(limits.cgroup_parent, Limits(limits.memory_bytes, limits.pids, limits.cpus))
+    swept = tree.sweep_orphans()
+    if swept:
+        log.warning("killed %d sandbox(es) left running by a server that is gone", swept)
+    return tree
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    """The runtime on the running event loop (a PostgreSQL pool belongs to the loop that opened it)."""
+    store = await open_store(settings.store_url)
     bus = EventBus()
     session_log = SessionLog(store, bus)
     hands = build_hands(settings)
     models = ModelRouter(settings)
-    brain = Brain(session_log, hands, models, settings)
-    return Runtime(settings=settings, store=store, bus=bus, log=session_log, hands=hands, models=models, brain=brain)
+    vault = VaultAccess(store, SecretBox(load_or_create_key(settings.secret_key, settings.data_dir)))
+    brain = Brain(session_log, hands, models, settings, mcp=McpHub(settings.mcp, vault))
+    cluster: Cluster = (
+        PostgresCluster(psycopg_conninfo(store.url)) if isinstance(store, PostgresStore) else SingleNode()
+    )
+    return Runtime(
+        settings=settings,
+        store=store,
+        bus=bus,
+        log=session_log,
+        hands=hands,
+        models=models,
+        brain=brain,
+        vault=vault,
+        cluster=cluster,
+    )
 
 
 async def ensure_api_key(store: Store, configured_key: str | None) -> str | None:
@@ -71,22 +176,66 @@ def run_server(settings: Settings, log_level: str) -> None:
     # Traversable but not listable: sandboxes reach their workspace below it; the database file is 0600.
     settings.data_dir.chmod(0o711)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    runtime = build_runtime(settings)
-    new_key = asyncio.run(ensure_api_key(runtime.store, settings.api_key))
-    if new_key:
-        click.echo(
-            f"\nCreated an API key for this server (shown once; only its hash is stored):\n\n    {new_key}\n\n"
-            f"Use it as the SDK's api_key with base_url http://{settings.host}:{settings.port}\n",
-            err=True,
+    # One event loop from start to exit: the store is opened on the loop uvicorn then serves on.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings, log_level))
+
+
+async def serve(settings: Settings, log_level: str) -> None:
+    runtime = await build_runtime(settings)
+    try:
+        new_key = await ensure_api_key(runtime.store, settings.api_key)
+        if new_key:
+            click.echo(
+                f"\nCreated an API key for this server (shown once; only its hash is stored):\n\n    {new_key}\n\n"
+                f"Use it as the SDK's api_key with base_url http://{settings.host}:{settings.port}\n",
+                err=True,
+            )
+        log.info(
+            "data directory %s; database %s; listening on http://%s:%d",
+            settings.data_dir,
+            runtime.store.describe(),
+            settings.host,
+            settings.port,
         )
-    log.info("data directory %s; listening on http://%s:%d", settings.data_dir, settings.host, settings.port)
-    uvicorn.run(
-        create_app(runtime),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=log_level == "debug",
-        timeout_graceful_shutdown=3,
-        loop="uvloop",
-        http="httptools",
-    )
+        config = uvicorn.Config(
+            create_app(runtime),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            log_config=None,  # corral.observability.logs formats every logger's records (text or JSON)
+            access_log=log_level == "debug",
+            timeout_graceful_shutdown=3,
+            http="httptools",
+        )
+        await uvicorn.Server(config).serve()
+    finally:
+        await runtime.store.close()
+
+
+def run_worker(settings: Settings) -> None:
+    """`corral worker`: the brain without the HTTP API, until SIGTERM or SIGINT."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(work(settings))
+
+
+async def work(settings: Settings) -> None:
+    runtime = await build_runtime(settings)
+    try:
+        if not isinstance(runtime.store, PostgresStore):
+            raise click.ClickException(
+                "corral worker needs a PostgreSQL database shared with the API nodes: "
+                "pass --database-url postgresql://... (a single node on SQLite runs its brain inside `corral serve`)"
+            )
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await runtime.start()
+        log.info("worker %s: running brains on %s", settings.node_id, runtime.store.describe())
+        try:
+            await stopping.wait()
+        finally:
+            await runtime.stop()
+    finally:
+        await runtime.store.close()

@@ -13,10 +13,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from corral import __version__
-from corral.api import agents, environments, events, sessions
+from corral.api import agents, environments, events, operator, sessions, vaults
+from corral.api.edge import HttpMetrics, RateLimits
 from corral.api.errors import handle_api_error, handle_http_exception, handle_unexpected
-from corral.api.middleware import RequestContext
+from corral.api.middleware import PUBLIC_PATHS, RequestContext
 from corral.errors import ApiError
+from corral.observability import tracing
 from corral.runtime import Runtime
 
 
@@ -28,14 +30,13 @@ async def health(request: Request) -> JSONResponse:
 def create_app(runtime: Runtime) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await runtime.brain.start()
+        tracing.configure(runtime.settings.operations.otlp_endpoint, "corral", runtime.settings.node_id)
+        await runtime.start()
         try:
             yield
         finally:
-            runtime.bus.close()
-            await runtime.brain.close()
-            await runtime.hands.close()
-            await runtime.models.close()
+            await runtime.stop()
+            tracing.shutdown()
 
     app = Starlette(
         routes=[
@@ -45,8 +46,18 @@ def create_app(runtime: Runtime) -> Starlette:
             *environments.routes,
             *sessions.routes,
             *events.routes,
+            *vaults.routes,
+            *operator.routes(runtime.settings),
         ],
-        middleware=[Middleware(RequestContext, store=runtime.store)],
+        middleware=[
+            Middleware(HttpMetrics),
+            Middleware(
+                RequestContext,
+                store=runtime.store,
+                public_paths=PUBLIC_PATHS | operator.public_paths(runtime.settings),
+            ),
+            Middleware(RateLimits, operations=runtime.settings.operations),
+        ],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from corral.api.edge import ensure_session_capacity
 from corral.api.event_params import EventParam, to_new_event
 from corral.api.http import (
     decode_cursor,
@@ -26,6 +27,7 @@ from corral.api.schemas import Strict
 from corral.api.sessions import ensure_writable, load_session
 from corral.errors import InvalidRequest
 from corral.runtime import runtime_of
+from corral.session.budget import over_budget
 from corral.session.event_types import LISTABLE_TYPES, PREVIEWABLE_TYPES
 from corral.session.fanout import Frame
 from corral.session.records import NewEvent
@@ -64,6 +66,14 @@ async def send_events(request: Request) -> JSONResponse:
     events = [to_new_event(param) for param in params.events]
     for event in events:
         await _check_answer(runtime.store, session.id, event)
+    if any(event.type == "user.message" for event in events) and over_budget(
+        runtime.settings.prices, session.body, session.usage
+    ):
+        raise InvalidRequest(
+            f"session {session.id} is paused at its budget; raise or remove the budget (sessions.update) "
+            "before sending messages (tool results, confirmations and interrupts are still accepted)"
+        )
+    await ensure_session_capacity(runtime, session, any(event.type == "user.message" for event in events))
     # Custom tool results are processed on receipt (the spec's echo has processed_at set); the rest queue
     # for the brain, which processes them in order.
     answers = [event for event in events if event.type == "user.custom_tool_result"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -19,7 +19,9 @@ from corral.api.agents import (
     resolve_tools,
     snapshot_of,
 )
+from corral.api.edge import ensure_session_capacity
 from corral.api.environments import load_environment
+from corral.api.errors import invalid
 from corral.api.event_params import InitialEventParam, to_new_event
 from corral.api.http import (
     decode_cursor,
@@ -34,10 +36,13 @@ from corral.api.http import (
     read_body,
 )
 from corral.api.schemas import Strict, check_metadata, patch_metadata
+from corral.api.vaults import load_vault
 from corral.clock import now, now_rfc3339, parse_rfc3339
 from corral.errors import Conflict, InvalidRequest, NotFound
 from corral.ids import new_id
+from corral.models.pricing import ModelPrice, price_for
 from corral.runtime import runtime_of, workspace_of
+from corral.session.budget import budget_cents, list_cost
 from corral.session.log import new_event
 from corral.session.records import Json, SessionRecord
 from corral.session.state import SessionState, active_seconds_now, empty_usage
@@ -71,7 +76,7 @@ class SessionCreate(Strict):
     title: Annotated[str, Field(max_length=1024)] | None = None
     metadata: object = None
     resources: list[Any] | None = None
-    vault_ids: list[str] | None = None
+    vault_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=20)] | None = None
     initial_events: Annotated[list[InitialEventParam], Field(max_length=50)] | None = None
     budget: Any = None
 
@@ -89,7 +94,7 @@ class SessionUpdate(Strict):
     vault_ids: Any = None
 
 
-def session_wire(session: SessionRecord) -> Json:
+def session_wire(session: SessionRecord, prices: list[ModelPrice]) -> Json:
     moment = now()
     state = SessionState(session.status, session.usage, session.active_seconds, session.running_since)
     active = round(active_seconds_now(state, moment), 6)
@@ -102,10 +107,10 @@ def session_wire(session: SessionRecord) -> Json:
         "agent": session.body["agent"],
         "environment_id": session.environment_id,
         "resources": [],
-        "vault_ids": [],
+        "vault_ids": list(session.body.get("vault_ids") or []),
         "metadata": session.body.get("metadata", {}),
-        "budget": None,
-        "usage": {**session.usage, "active_seconds": active},
+        "budget": session.body.get("budget"),
+        "usage": _usage(session, active, prices),
         "stats": {"active_seconds": active, "duration_seconds": duration},
         "outcome_evaluations": [],
         "deployment_id": None,
@@ -113,6 +118,14 @@ def session_wire(session: SessionRecord) -> Json:
         "updated_at": session.updated_at,
         "archived_at": session.archived_at,
     }
+
+
+def _usage(session: SessionRecord, active: float, prices: list[ModelPrice]) -> Json:
+    usage = {**session.usage, "active_seconds": active}
+    cost = list_cost(prices, session.body, session.usage)
+    if cost is not None:
+        usage["list_cost"] = cost
+    return usage
 
 
 async def load_session(request: Request, session_id: str) -> SessionRecord:
@@ -147,10 +160,63 @@ def _apply_overrides(snapshot: Json, overrides: AgentWithOverrides, raw: Json) -
 def _reject_unsupported(params: SessionCreate) -> None:
     if params.resources:
         raise InvalidRequest("session resources are not supported by this server yet; omit 'resources'")
-    if params.vault_ids:
-        raise InvalidRequest("vaults are not supported by this server yet; omit 'vault_ids'")
-    if params.budget is not None:
-        raise InvalidRequest("session budgets are not supported by this server yet; omit 'budget'")
+
+
+class MaxListCost(Strict):
+    amount: Annotated[str, Field(pattern=r"^[0-9]{1,15}$")]
+    currency: Literal["USD"]
+
+
+class BudgetParam(Strict):
+    type: Literal["limit"]
+    max_list_cost: MaxListCost
+
+
+def _budget(raw: Any, prices: list[ModelPrice], snapshot: Json) -> Json | None:
+    """A validated budget for a session whose agent is `snapshot` (None: no budget)."""
+    if raw is None:
+        return None
+    try:
+        budget = BudgetParam.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid(exc, "budget") from exc
+    if price_for(prices, snapshot["model"]["id"]) is None:
+        raise InvalidRequest(
+            f"model '{snapshot['model']['id']}' has no list price on this server, so a budget cannot be measured; "
+            "configure one with --model-prices",
+            error_code="model_not_budgetable",
+        )
+    return budget.model_dump()
+
+
+def _updated_budget(session: SessionRecord, raw: Any, prices: list[ModelPrice]) -> Json | None:
+    """A budget update: replace (never below what is spent) or remove; never add one after creation."""
+    if session.body.get("budget") is None and raw is not None:
+        raise InvalidRequest("a budget can only be set when the session is created", error_code="budget_create_only")
+    budget = _budget(raw, prices, session.body["agent"])
+    if budget is not None:
+        spent = list_cost(prices, session.body, session.usage)
+        if (
+            spent is not None
+            and budget_cents(budget) is not None
+            and int(spent["amount"]) >= (budget_cents(budget) or 0)
+        ):
+            raise InvalidRequest(
+                f"the new budget must be above what the session has spent ({spent['amount']} US cents)",
+                error_code="budget_not_raised",
+            )
+    return budget
+
+
+async def _check_vaults(request: Request, vault_ids: list[str]) -> list[str]:
+    """The vaults a new session attaches: each must exist in the caller's workspace and be live."""
+    if len(set(vault_ids)) != len(vault_ids):
+        raise InvalidRequest("vault_ids lists the same vault more than once")
+    for vault_id in vault_ids:
+        vault = await load_vault(request, vault_id)
+        if vault.archived_at is not None:
+            raise InvalidRequest(f"vault {vault_id} is archived; new sessions cannot use it")
+    return list(vault_ids)
 
 
 async def create_session(request: Request) -> JSONResponse:
@@ -166,6 +232,7 @@ async def create_session(request: Request) -> JSONResponse:
     environment = await load_environment(request, params.environment_id)
     if environment.archived_at is not None:
         raise InvalidRequest(f"environment {environment.id} is archived; new sessions cannot use it")
+    vault_ids = await _check_vaults(request, params.vault_ids or [])
     snapshot = snapshot_of(agent)
     if isinstance(reference, AgentWithOverrides):
         snapshot = _apply_overrides(snapshot, reference, raw["agent"])
@@ -177,7 +244,13 @@ async def create_session(request: Request) -> JSONResponse:
         agent_id=agent.id,
         agent_version=agent.version,
         environment_id=environment.id,
-        body={"title": params.title, "metadata": check_metadata(params.metadata), "agent": snapshot},
+        body={
+            "title": params.title,
+            "metadata": check_metadata(params.metadata),
+            "agent": snapshot,
+            "vault_ids": vault_ids,
+            "budget": _budget(params.budget, runtime.settings.prices, snapshot),
+        },
         status="idle",
         usage=empty_usage(),
         active_seconds=0.0,
@@ -185,15 +258,17 @@ async def create_session(request: Request) -> JSONResponse:
         created_at=timestamp,
         updated_at=timestamp,
     )
+    await ensure_session_capacity(runtime, session, any(event.type == "user.message" for event in initial))
     await runtime.store.insert_session(session)
     if initial:
         await runtime.log.enqueue(session.id, initial)
         runtime.brain.wake(session.id)
-    return ok(session_wire(session))
+    return ok(session_wire(session, runtime.settings.prices))
 
 
 async def retrieve_session(request: Request) -> JSONResponse:
-    return ok(session_wire(await load_session(request, request.path_params["session_id"])))
+    session = await load_session(request, request.path_params["session_id"])
+    return ok(session_wire(session, runtime_of(request).settings.prices))
 
 
 async def update_session(request: Request) -> JSONResponse:
@@ -204,10 +279,12 @@ async def update_session(request: Request) -> JSONResponse:
         raise Conflict(f"session {session.id} is archived and read-only")
     if raw.get("vault_ids") is not None:
         raise InvalidRequest("vault_ids cannot be changed after a session is created")
-    if "budget" in raw:
-        raise InvalidRequest("session budgets are not supported by this server yet; omit 'budget'")
     body = dict(session.body)
     changed: Json = {}
+    if "budget" in raw:
+        budget = _updated_budget(session, raw["budget"], runtime.settings.prices)
+        if budget != body.get("budget"):
+            body["budget"] = changed["budget"] = budget
     if "title" in raw and params.title != body.get("title"):
         body["title"] = changed["title"] = params.title
     if "metadata" in raw:
@@ -229,7 +306,9 @@ async def update_session(request: Request) -> JSONResponse:
     if changed:
         await runtime.store.update_session_body(session.id, body, now_rfc3339())
         await runtime.log.append(session.id, new_event("session.updated", **changed))
-    return ok(session_wire(await load_session(request, session.id)))
+        if "budget" in changed:
+            runtime.brain.wake(session.id)  # a raised or removed budget resumes a session paused at it
+    return ok(session_wire(await load_session(request, session.id), runtime.settings.prices))
 
 
 async def list_sessions(request: Request) -> JSONResponse:
@@ -257,7 +336,9 @@ async def list_sessions(request: Request) -> JSONResponse:
         limit=query_limit(request, default=20, maximum=1000),
         cursor=decode_cursor(request, scope=scope),
     )
-    return page_response(page, [session_wire(s) for s in page.items], scope=scope, with_prev=True)
+    return page_response(
+        page, [session_wire(s, runtime_of(request).settings.prices) for s in page.items], scope=scope, with_prev=True
+    )
 
 
 async def archive_session(request: Request) -> JSONResponse:
@@ -268,7 +349,7 @@ async def archive_session(request: Request) -> JSONResponse:
             raise Conflict(f"session {session.id} is running; interrupt it or wait for it to idle, then archive")
         await runtime.store.archive_session(session.id, now_rfc3339())
         await runtime.hands.release(session.id)
-    return ok(session_wire(await load_session(request, session.id)))
+    return ok(session_wire(await load_session(request, session.id), runtime.settings.prices))
 
 
 async def delete_session(request: Request) -> JSONResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral.mcp.names import model_tool_name
 from corral.session.records import EventRecord
 
 Json = dict[str, Any]
@@ -20,6 +21,8 @@ CONVERSATION_TYPES = (
     "agent.custom_tool_use",
     "agent.tool_result",
     "user.custom_tool_result",
+    "agent.mcp_tool_use",
+    "agent.mcp_tool_result",
 )
 
 
@@ -59,6 +62,11 @@ class ConversationBuilder:
             self._add("user", [_tool_result_block(body["tool_use_id"], body)])
         elif event.type == "user.custom_tool_result":
             self._add("user", [_tool_result_block(body["custom_tool_use_id"], body)])
+        elif event.type == "agent.mcp_tool_use":
+            name = model_tool_name(body["mcp_server_name"], body["name"])
+            self._add("assistant", [{"type": "tool_use", "id": event.id, "name": name, "input": body["input"]}])
+        elif event.type == "agent.mcp_tool_result":
+            self._add("user", [_tool_result_block(body["mcp_tool_use_id"], body)])
 
     def messages(self) -> list[Json]:
         """The turns to send; tool results lead any user message that also carries new text."""

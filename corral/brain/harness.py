@@ -16,10 +16,14 @@ from corral.brain.context import ConversationBuilder
 from corral.brain.view import SessionView
 from corral.config import Settings
 from corral.hands.base import Hands, HandsProvider, ToolResult
+from corral.hands.netpolicy import mcp_server_hosts
 from corral.hands.toolset import builtin_config, model_tool_definitions
 from corral.ids import new_id
+from corral.mcp.client import McpHub, McpTool, SessionMcp, tool_config
 from corral.models.base import ModelError, ModelRequest, ModelResponse
 from corral.models.router import ModelRouter
+from corral.observability import logs, metrics
+from corral.session.budget import list_cost, over_budget
 from corral.session.log import SessionLog, new_event
 from corral.session.records import EventRecord, Json, NewEvent, SessionRecord
 
@@ -55,6 +59,7 @@ class SessionWorker:
         hands: HandsProvider,
         models: ModelRouter,
         settings: Settings,
+        mcp: McpHub | None = None,
     ) -> None:
         self.session_id = session_id
         self.log = log_
@@ -72,16 +77,26 @@ class SessionWorker:
         self.stop_reason: Json = {"type": "end_turn"}
         self.turn = TurnState()
         self.turn_task: asyncio.Task[None] | None = None
+        # MCP: the hub keeps the session's connections between turns; `mcp_tools` are this turn's (by model name).
+        self._mcp_hub = mcp or McpHub(settings.mcp, None)
+        self.mcp_tools: dict[str, McpTool] = {}
+        self.workspace_id = ""
+        self.vault_ids: list[str] = []
 
     # --- waking ----------------------------------------------------------------------------------
 
     async def resume(self, session: SessionRecord) -> None:
         """Catch up with the log; close what a crashed predecessor left open."""
+        logs.bind_session(self.session_id)  # observability: log records carry the session id
         self.agent = session.body["agent"]
+        self.workspace_id = session.workspace_id
+        self.vault_ids = list(session.body.get("vault_ids") or [])
         if self.hands is None:
             environment = await self.store.get_environment(session.workspace_id, session.environment_id)
             self.hands = self._hands_provider.for_session(
-                self.session_id, environment.body["config"] if environment else None
+                self.session_id,
+                environment.body["config"] if environment else None,
+                mcp_hosts=mcp_server_hosts(self.agent.get("mcp_servers") or []),
             )
         self.running = session.status in ("running", "rescheduling")
         self.needs_model = False
@@ -96,6 +111,17 @@ class SessionWorker:
             await self._append(new_event("session.status_running"))
             self.awaiting |= set(self.view.pending)
             self.needs_model = self.conversation.awaits_reply and not self.view.pending
+        elif self._paused_at_budget() and not over_budget(self.settings.prices, session.body, session.usage):
+            # The budget was raised or removed: the turn it paused goes on.
+            self.needs_model = self.conversation.awaits_reply and not self.view.pending
+
+    def _paused_at_budget(self) -> bool:
+        idle = self.view.last_idle
+        return idle is not None and idle.body["stop_reason"]["type"] == "budget_reached"
+
+    @property
+    def mcp(self) -> SessionMcp:
+        return self._mcp_hub.session(self.session_id)
 
     @property
     def conversation(self) -> ConversationBuilder:
@@ -142,9 +168,17 @@ class SessionWorker:
 
     async def _idle(self, stop_reason: Json) -> None:
         session = await self.store.get_session(None, self.session_id)
-        usage = session.usage if session else {}
+        usage: Json = {}
+        budget: Json = {}
+        if session is not None:
+            usage = dict(session.usage)
+            cost = list_cost(self.settings.prices, session.body, session.usage)
+            if cost is not None:
+                usage["list_cost"] = cost
+            if session.body.get("budget") is not None:
+                budget = {"budget": session.body["budget"]}
         await self._append(
-            new_event("session.usage", usage=usage),
+            new_event("session.usage", usage=usage, **budget),
             new_event("session.status_idle", stop_reason=stop_reason, stop_details=None),
         )
         self.running = False
@@ -201,7 +235,7 @@ class SessionWorker:
         """Run the model loop as a child task, so an interrupt can cancel just the turn."""
         await self._ensure_running()
         self.turn = TurnState()
-        task = asyncio.create_task(self._model_loop())
+        task = asyncio.create_task(metrics.observe_turn(self.session_id, self._model_loop()))  # observability
         self.turn_task = task
         try:
             await asyncio.wait({task})
@@ -231,12 +265,21 @@ class SessionWorker:
 
     async def _model_loop(self) -> None:
         self.needs_model = False
+        await self._prepare_mcp()
+        calls_made = 0
         while True:
+            if await self._at_budget():
+                self.stop_reason = {"type": "budget_reached"}
+                return
             response = await self._call_model()
             if response is None:
                 self.stop_reason = {"type": "retries_exhausted"}
                 return
             await self._sync()
+            calls_made += len(self.view.open_calls) + len(self.view.pending)
+            if calls_made > self.settings.max_tool_calls_per_turn:
+                await self._end_at_tool_limit()
+                return
             for call in list(self.view.open_calls.values()):
                 if call.body.get("evaluated_permission") == "deny":
                     result = _error_result(f"The tool '{call.body['name']}' is not enabled for this agent.")
@@ -250,15 +293,65 @@ class SessionWorker:
             if not any(block["type"] == "tool_use" for block in response.content):
                 return
 
+    async def _at_budget(self) -> bool:
+        """True when the session's budget is spent (checked before every model request)."""
+        if not self.settings.prices:
+            return False
+        session = await self.store.get_session(None, self.session_id)
+        return session is not None and over_budget(self.settings.prices, session.body, session.usage)
+
+    async def _end_at_tool_limit(self) -> None:
+        """Too many tool calls in one turn: none of the last batch runs, and the turn ends exhausted."""
+        limit = self.settings.max_tool_calls_per_turn
+        message = f"This turn reached the limit of {limit} tool calls; the call was not run."
+        for call_id in [*self.view.open_calls, *self.view.pending]:
+            await self._append(self._tool_result_event(call_id, _error_result(message)))
+        error = {
+            "type": "tool_use_limit_reached_error",
+            "message": f"the turn made more than {limit} tool calls (--max-tool-calls-per-turn) and was stopped",
+            "retry_status": {"type": "exhausted"},
+        }
+        await self._append(new_event("session.error", error=error))
+        self.stop_reason = {"type": "retries_exhausted"}
+
+    async def _prepare_mcp(self) -> None:
+        """Connect the agent's MCP servers (reusing the session's open connections) and take their tools."""
+
+        async def report(error: Json) -> None:
+            await self._append(new_event("session.error", error=error))
+
+        tools = await self.mcp.prepare(
+            self.agent, workspace_id=self.workspace_id, vault_ids=self.vault_ids, report=report
+        )
+        self.mcp_tools = {tool.model_name: tool for tool in tools}
+
+    async def _execute_mcp(self, call: EventRecord) -> Json:
+        server_name = call.body["mcp_server_name"]
+        server = next((s for s in self.agent.get("mcp_servers") or [] if s["name"] == server_name), None)
+        if server is None:
+            return _error_result(f"MCP server '{server_name}' is no longer part of this agent.")
+        return await self.mcp.call(
+            server,
+            call.body["name"],
+            call.body["input"],
+            workspace_id=self.workspace_id,
+            vault_ids=self.vault_ids,
+        )
+
     async def _execute(self, call: EventRecord) -> Json:
+        if call.type == "agent.mcp_tool_use":
+            return await self._execute_mcp(call)
         assert self.hands is not None, "resume() provides the hands"
         name = call.body["name"]
-        result: ToolResult = await self.hands.execute(
-            name, call.body["input"], builtin_config(self.agent["tools"], name)
+        result: ToolResult = await metrics.observe_tool_call(  # observability: latency, span
+            name, self.hands.execute(name, call.body["input"], builtin_config(self.agent["tools"], name))
         )
         return {"content": result.content, "is_error": result.is_error}
 
     def _tool_result_event(self, call_id: str, result: Json) -> NewEvent:
+        call = self.view.open_calls.get(call_id) or self.view.pending.get(call_id)
+        if call is not None and call.type == "agent.mcp_tool_use":
+            return new_event("agent.mcp_tool_result", mcp_tool_use_id=call_id, **result)
         return new_event("agent.tool_result", tool_use_id=call_id, **result)
 
     # --- the model call --------------------------------------------------------------------------
@@ -269,7 +362,10 @@ class SessionWorker:
             model=self.agent["model"]["id"],
             system=self.agent.get("system"),
             messages=self.conversation.messages(),
-            tools=model_tool_definitions(self.agent["tools"], self._hands_provider.tool_names),
+            tools=[
+                *model_tool_definitions(self.agent["tools"], self._hands_provider.tool_names),
+                *(tool.definition() for tool in self.mcp_tools.values()),
+            ],
             max_tokens=self.settings.max_tokens,
         )
 
@@ -288,7 +384,9 @@ class SessionWorker:
             preview = _Preview(self.log, self.session_id)
             try:
                 provider = self.models.provider_for(self.agent["model"]["id"])
-                response = await provider.complete(await self._request(), preview.on_text)
+                response = await metrics.observe_model_call(  # observability: latency, span
+                    self.agent["model"]["id"], provider.complete(await self._request(), preview.on_text)
+                )
             except ModelError as error:
                 self.turn.open_span = None
                 await self._append(self._span_end(start.id, None, is_error=True))
@@ -339,22 +437,13 @@ class SessionWorker:
         )
         if custom is not None:
             return new_event("agent.custom_tool_use", name=name, input=tool_input)
+        mcp_tool = self.mcp_tools.get(name)
+        if mcp_tool is not None:
+            return self._mcp_tool_use_event(mcp_tool, tool_input)
         config = builtin_config(self.agent["tools"], name)
         if config is None or not config["enabled"] or name not in self._hands_provider.tool_names:
             return new_event("agent.tool_use", name=name, input=tool_input, evaluated_permission="deny")
-        policy = config["permission_policy"]["type"]
-        evaluation: Json
-        if policy == "always_allow":
-            permission, evaluation = "allow", {"type": "always_allow"}
-        elif policy == "always_ask":
-            permission, evaluation = "ask", {"type": "always_ask"}
-        else:
-            # No classifier decides `auto` here yet, so it asks: never run a call nobody approved.
-            permission = "ask"
-            evaluation = {
-                "type": "auto",
-                "evaluated_permission": {"type": "ask", "reason_code": "indeterminate"},
-            }
+        permission, evaluation = _evaluate(config["permission_policy"]["type"])
         return new_event(
             "agent.tool_use",
             name=name,
@@ -362,6 +451,31 @@ class SessionWorker:
             evaluated_permission=permission,
             evaluation=evaluation,
         )
+
+    def _mcp_tool_use_event(self, tool: McpTool, tool_input: Any) -> NewEvent:
+        toolset = next(
+            t for t in self.agent["tools"] if t.get("type") == "mcp_toolset" and t["mcp_server_name"] == tool.server
+        )
+        config = tool_config(toolset, tool.name)
+        permission, evaluation = _evaluate(config["permission_policy"]["type"])
+        return new_event(
+            "agent.mcp_tool_use",
+            name=tool.name,
+            mcp_server_name=tool.server,
+            input=tool_input,
+            evaluated_permission=permission,
+            evaluation=evaluation,
+        )
+
+
+def _evaluate(policy: str) -> tuple[str, Json]:
+    """The permission a policy gives a call, and the `evaluation` that says which policy decided it."""
+    if policy == "always_allow":
+        return "allow", {"type": "always_allow"}
+    if policy == "always_ask":
+        return "ask", {"type": "always_ask"}
+    # No classifier decides `auto` here yet, so it asks: never run a call nobody approved.
+    return "ask", {"type": "auto", "evaluated_permission": {"type": "ask", "reason_code": "indeterminate"}}
 
 
 class _Preview:

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from corral.brain.harness import SessionWorker
 from corral.config import Settings
 from corral.hands.base import HandsProvider
+from corral.mcp.client import McpHub
 from corral.models.router import ModelRouter
 from corral.session.log import SessionLog, new_event
 
@@ -27,12 +28,21 @@ MAX_CACHED_WORKERS = 1000
 
 
 class Brain:
-    def __init__(self, session_log: SessionLog, hands: HandsProvider, models: ModelRouter, settings: Settings) -> None:
+    def __init__(
+        self,
+        session_log: SessionLog,
+        hands: HandsProvider,
+        models: ModelRouter,
+        settings: Settings,
+        mcp: McpHub | None = None,
+    ) -> None:
         self._log = session_log
         self._store = session_log.store
         self._hands = hands
         self._models = models
         self._settings = settings
+        # Sessions' MCP connections, kept open between turns (and across worker cache evictions).
+        self._mcp = mcp or McpHub(settings.mcp, None)
         self.node_id = settings.node_id
         self._lease_ttl = settings.lease_ttl_seconds
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -83,6 +93,7 @@ class Brain:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._workers.pop(session_id, None)
+        await self._mcp.release(session_id)
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -92,6 +103,7 @@ class Brain:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._mcp.close()
 
     async def _run(self, session_id: str) -> None:
         try:
@@ -135,7 +147,12 @@ class Brain:
         worker = self._workers.get(session_id)
         if worker is None:
             worker = SessionWorker(
-                session_id, log_=self._log, hands=self._hands, models=self._models, settings=self._settings
+                session_id,
+                log_=self._log,
+                hands=self._hands,
+                models=self._models,
+                settings=self._settings,
+                mcp=self._mcp,
             )
             self._workers[session_id] = worker
             while len(self._workers) > MAX_CACHED_WORKERS:

@@ -15,7 +15,7 @@ from corral.session.store import Store
 
 VIEW_TYPES = (*CONVERSATION_TYPES, "user.tool_confirmation", "session.status_idle")
 
-_CALL_TYPES = ("agent.tool_use", "agent.custom_tool_use")
+_CALL_TYPES = ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use")
 
 
 def _answered_call(event: EventRecord) -> str | None:
@@ -24,11 +24,13 @@ def _answered_call(event: EventRecord) -> str | None:
         return str(event.body["tool_use_id"])
     if event.type == "user.custom_tool_result":
         return str(event.body["custom_tool_use_id"])
+    if event.type == "agent.mcp_tool_result":
+        return str(event.body["mcp_tool_use_id"])
     return None
 
 
 def asks_client(event: EventRecord) -> bool:
-    """A custom tool call, or a built-in call held for confirmation: the client must answer it."""
+    """A custom tool call, or a built-in or MCP call held for confirmation: the client must answer it."""
     return event.type == "agent.custom_tool_use" or event.body.get("evaluated_permission") == "ask"
 
 

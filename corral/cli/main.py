@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from corral import __version__
+from corral.cli.client import register as register_client_commands
+from corral.cli.mcp_options import MCP_EPILOG, mcp_options
+from corral.cli.sandbox_options import SANDBOX_EPILOG, sandbox_options
+from corral.cli.serve_options import OPERATIONS_EPILOG, operations_options
+from corral.cli.web_options import WEB_EPILOG, web_options
 from corral.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_PORT,
+    McpSettings,
+    Operations,
+    SandboxLimits,
     Settings,
+    WebSettings,
     default_routes,
     load_config_file,
     parse_routes,
 )
+from corral.models.pricing import parse_prices
+from corral.observability.logs import configure as configure_logging
 
 if TYPE_CHECKING:
-    from corral.session.sqlite import SqliteStore
+    from corral.session.store import Store
+
+T = TypeVar("T")
 
 SERVE_EPILOG = """\b
 Model routes map model ids to providers. The default routes are:
@@ -74,14 +88,48 @@ data_dir_option = click.option(
     show_envvar=True,
     default=str(DEFAULT_DATA_DIR),
     show_default=True,
-    help="Directory for the SQLite database and session workspaces.",
+    help="Directory for session workspaces, and the SQLite database unless --database-url names another.",
+)
+
+database_url_option = click.option(
+    "--database-url",
+    envvar="CORRAL_DATABASE_URL",
+    show_envvar=True,
+    default=None,
+    help="sqlite:///PATH (sqlite:////abs/path) or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB. "
+    "Default: SQLite file corral.db in the data directory.",
 )
 
 
-def _open_store(data_dir: str) -> SqliteStore:
-    from corral.session.sqlite import SqliteStore
+def _store_url(data_dir: str, database_url: str | None) -> str:
+    from corral.session.open_store import parse_database_url
 
-    return SqliteStore(Path(data_dir).expanduser() / "corral.db")
+    url = database_url or f"sqlite:///{Path(data_dir).expanduser() / 'corral.db'}"
+    try:
+        parse_database_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--database-url") from exc
+    return url
+
+
+def _with_store(data_dir: str, database_url: str | None, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store (migrating it), run `action` on it, close it."""
+    from corral.session.open_store import open_store
+    from corral.session.store import StorageUnavailable
+
+    url = _store_url(data_dir, database_url)
+
+    async def run() -> T:
+        store = await open_store(url)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StorageUnavailable as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 @click.group()
@@ -90,7 +138,7 @@ def main() -> None:
     """Corral: a self-hosted runtime for managed AI agents."""
 
 
-@main.command(epilog=SERVE_EPILOG)
+@main.command(epilog=SERVE_EPILOG + SANDBOX_EPILOG + OPERATIONS_EPILOG + WEB_EPILOG + MCP_EPILOG)
 @click.option(
     "--config",
     envvar="CORRAL_CONFIG",
@@ -101,6 +149,7 @@ def main() -> None:
     help="TOML config file.",
 )
 @data_dir_option
+@database_url_option
 @click.option(
     "--host",
     envvar="CORRAL_HOST",
@@ -162,6 +211,23 @@ def main() -> None:
     help="max_tokens of each model request.",
 )
 @click.option(
+    "--model-prices",
+    envvar="CORRAL_MODEL_PRICES",
+    show_envvar=True,
+    default=None,
+    help="JSON list of {match, input, output, cache_read, cache_write} in USD per million tokens: the list "
+    "prices that session budgets are measured in (a session can have a budget only if its model has one).",
+)
+@click.option(
+    "--max-tool-calls-per-turn",
+    envvar="CORRAL_MAX_TOOL_CALLS_PER_TURN",
+    show_envvar=True,
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Tool calls one turn may make; the turn then ends with tool_use_limit_reached_error.",
+)
+@click.option(
     "--sse-ping-seconds",
     envvar="CORRAL_SSE_PING_SECONDS",
     show_envvar=True,
@@ -203,9 +269,15 @@ def main() -> None:
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Least severe log records written (to stderr).",
 )
+@sandbox_options
+@operations_options
+@web_options
+@mcp_options
 def serve(
     data_dir: str,
+    database_url: str | None,
     host: str,
     port: int,
     model_routes: str | None,
@@ -213,21 +285,33 @@ def serve(
     model_retry_delay: float,
     model_timeout: float,
     max_tokens: int,
+    model_prices: str | None,
+    max_tool_calls_per_turn: int,
     sse_ping_seconds: float,
     node_id: str | None,
     lease_ttl: float,
     sandbox: str,
+    sandbox_limits: SandboxLimits,
     log_level: str,
+    operations: Operations,
+    web: WebSettings,
+    mcp: McpSettings,
+    brain_only: bool = False,
 ) -> None:
     """Run the Corral server (SQLite in the data directory; listens on 127.0.0.1:8400 by default).
 
     \b
-    Also reads CORRAL_API_KEY: a client API key to accept, registered on start if absent.
+    Also reads CORRAL_API_KEY: a client API key to accept, registered on start if absent; and
+    CORRAL_SECRET_KEY: the key (32 bytes, base64) that encrypts vault secrets.
     """
     try:
         routes = parse_routes(json.loads(model_routes)) if model_routes else default_routes()
     except (ValueError, json.JSONDecodeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--model-routes") from exc
+    try:
+        prices = parse_prices(json.loads(model_prices)) if model_prices else []
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--model-prices") from exc
     settings = Settings(
         data_dir=Path(data_dir).expanduser(),
         host=host,
@@ -238,24 +322,56 @@ def serve(
         model_retry_delay=model_retry_delay,
         model_timeout=model_timeout,
         max_tokens=max_tokens,
+        max_tool_calls_per_turn=max_tool_calls_per_turn,
+        prices=prices,
         sse_ping_seconds=sse_ping_seconds,
         sandbox="none" if sandbox == "none" else "bubblewrap",
+        sandbox_limits=sandbox_limits,
         node_id=node_id or f"{socket.gethostname()}:{port}",
         lease_ttl_seconds=lease_ttl,
+        database_url=_store_url(data_dir, database_url) if database_url else None,
+        operations=operations,
+        web=web,
+        mcp=mcp,
+        secret_key=os.environ.get("CORRAL_SECRET_KEY") or None,
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from corral.server import run_server  # the server's imports are heavy; keep `corral --help` fast
+    configure_logging(log_level, operations.log_format)
+    from corral.server import run_server, run_worker  # heavy imports; keep `corral --help` fast
+    from corral.session.store import StorageUnavailable
 
-    run_server(settings, log_level)
+    try:
+        if brain_only:
+            run_worker(settings)
+        else:
+            run_server(settings, log_level)
+    except StorageUnavailable as exc:  # the database cannot be reached or migrated: say so, without a traceback
+        raise click.ClickException(exc.message) from exc
+
+
+assert serve.callback is not None
+worker = click.Command(
+    "worker",
+    params=serve.params,
+    callback=functools.partial(serve.callback, brain_only=True),
+    help="Run only brains (no HTTP API), beside `corral serve` nodes on the same PostgreSQL database.\n\n"
+    "Takes the same settings as `serve` (the HTTP ones are unused). Workers pick up sessions with work, "
+    "hold their leases while they run turns, and take over the sessions of nodes that died.",
+    epilog=serve.epilog,
+)
+main.add_command(worker)
 
 
 @main.command()
 @data_dir_option
-def migrate(data_dir: str) -> None:
-    """Create or upgrade the database schema in the data directory, then exit."""
-    store = _open_store(data_dir)
-    asyncio.run(store.close())
-    click.echo(f"database at {store.path} is up to date")
+@database_url_option
+def migrate(data_dir: str, database_url: str | None) -> None:
+    """Create or upgrade the database schema, then exit."""
+
+    async def where(store: Store) -> str:
+        described = store.describe()
+        return str(described.get("path") or described.get("url"))
+
+    click.echo(f"database at {_with_store(data_dir, database_url, where)} is up to date")
 
 
 @main.group()
@@ -265,53 +381,46 @@ def keys() -> None:
 
 @keys.command("create")
 @data_dir_option
+@database_url_option
 @click.option("--workspace", default=None, help="Workspace id for the key; default: a new workspace.")
 @click.option("--name", default="default", show_default=True, help="Name of the new workspace.")
-def keys_create(data_dir: str, workspace: str | None, name: str) -> None:
+def keys_create(data_dir: str, database_url: str | None, workspace: str | None, name: str) -> None:
     """Mint a key and print it once (only its hash is stored)."""
     from corral.api.auth import issue_key
 
-    store = _open_store(data_dir)
-
-    async def create() -> None:
-        try:
-            issued = await issue_key(store, workspace, name)
-        finally:
-            await store.close()
+    async def create(store: Store) -> None:
+        issued = await issue_key(store, workspace, name)
         click.echo(f"{issued.key}\n(id {issued.record.id}, workspace {issued.record.workspace_id})")
 
-    asyncio.run(create())
+    _with_store(data_dir, database_url, create)
 
 
 @keys.command("list")
 @data_dir_option
-def keys_list(data_dir: str) -> None:
+@database_url_option
+def keys_list(data_dir: str, database_url: str | None) -> None:
     """List keys: id, workspace, hint, created, revoked."""
-    store = _open_store(data_dir)
 
-    async def show() -> None:
-        try:
-            for key in await store.list_api_keys():
-                click.echo(f"{key.id}  {key.workspace_id}  {key.hint}  {key.created_at}  {key.revoked_at or '-'}")
-        finally:
-            await store.close()
+    async def show(store: Store) -> None:
+        for key in await store.list_api_keys():
+            click.echo(f"{key.id}  {key.workspace_id}  {key.hint}  {key.created_at}  {key.revoked_at or '-'}")
 
-    asyncio.run(show())
+    _with_store(data_dir, database_url, show)
 
 
 @keys.command("revoke")
 @data_dir_option
+@database_url_option
 @click.argument("key_id")
-def keys_revoke(data_dir: str, key_id: str) -> None:
+def keys_revoke(data_dir: str, database_url: str | None, key_id: str) -> None:
     """Revoke a key by id; requests with it get 401 from then on."""
-    store = _open_store(data_dir)
 
-    async def revoke() -> bool:
-        try:
-            return await store.revoke_api_key(key_id)
-        finally:
-            await store.close()
+    async def revoke(store: Store) -> bool:
+        return await store.revoke_api_key(key_id)
 
-    if not asyncio.run(revoke()):
+    if not _with_store(data_dir, database_url, revoke):
         raise click.ClickException(f"no live key with id {key_id}")
     click.echo(f"revoked {key_id}")
+
+
+register_client_commands(main)  # run, apply, agents, environments, sessions (corral/cli/client.py)

@@ -7,6 +7,7 @@ sandbox or a remote host later) lives behind this interface.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,11 +52,14 @@ class HandsProvider(Protocol):
     # The built-in tools these hands can run; the brain offers the model no others.
     tool_names: frozenset[str]
 
-    def for_session(self, session_id: str, environment: dict[str, Any] | None = None) -> Hands:
+    def for_session(
+        self, session_id: str, environment: dict[str, Any] | None = None, mcp_hosts: Iterable[str] = ()
+    ) -> Hands:
         """The session's hands (cheap; provisioning is deferred to the first tool call).
 
         `environment` is the resolved `config` of the session's environment (networking, packages); it
-        applies when the session's sandbox is provisioned.
+        applies when the session's sandbox is provisioned. `mcp_hosts` are the hosts of the agent's MCP
+        servers (`netpolicy.mcp_server_hosts`), reachable from the sandbox under `allow_mcp_servers`.
         """
         ...
 

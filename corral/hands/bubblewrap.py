@@ -5,7 +5,8 @@ The sandbox sees a read-only /usr, a curated /etc (no shadow files, no keys), it
 namespaces (only `lo`), no capabilities, and none of the server's environment. When the server runs as
 root, the sandbox runs as a dedicated unprivileged user, so nothing root-owned is readable inside.
 
-This is the first slice of the hands' isolation; per-session cgroup limits and the egress proxy come next.
+With a `CgroupTree`, each sandbox runs in a cgroup of its own (memory, process and CPU limits; see
+`cgroups.py` for how it joins it), and /tmp is a tmpfs of bounded size.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.hands.cgroups import JOIN_FAILED_EXIT, CgroupTree, SessionCgroup
+from corral.hands.sandbox_extras import SandboxExtras
 from corral.hands.shell import SAFE_PATH, LaunchSpec, SandboxUnavailable
 
 SANDBOX_USER = "corral-sandbox"
@@ -75,15 +78,33 @@ def sandbox_identity() -> SandboxIdentity:
 
 
 class BubblewrapLauncher:
-    """A `ShellLauncher` that starts `bash --noprofile --norc` inside bubblewrap."""
+    """A `ShellLauncher` that starts `bash --noprofile --norc` inside bubblewrap.
 
-    def __init__(self, identity: SandboxIdentity, bwrap: str, setpriv: str | None) -> None:
+    `cgroups`: where each sandbox gets its cgroup (None: no resource limits); `tmp_size`: the size cap of
+    the sandbox's /tmp in bytes (None: tmpfs's default, half the RAM, charged to the sandbox's memory).
+    """
+
+    def __init__(
+        self,
+        identity: SandboxIdentity,
+        bwrap: str,
+        setpriv: str | None,
+        *,
+        cgroups: CgroupTree | None = None,
+        tmp_size: int | None = None,
+        sh: str = "/bin/sh",
+    ) -> None:
         self.identity = identity
+        self.cgroups = cgroups
+        self.tmp_size = tmp_size
         self._bwrap = bwrap
         self._setpriv = setpriv
+        self._sh = sh
 
     @classmethod
-    def detect(cls, workspaces_root: Path) -> BubblewrapLauncher:
+    def detect(
+        cls, workspaces_root: Path, *, cgroups: CgroupTree | None = None, tmp_size: int | None = None
+    ) -> BubblewrapLauncher:
         """A launcher for this machine, after checking that a sandbox starts on a directory below
         `workspaces_root` (which the sandbox user must be able to reach); else SandboxUnavailable."""
         bwrap = shutil.which("bwrap")
@@ -93,16 +114,30 @@ class BubblewrapLauncher:
         setpriv = shutil.which("setpriv")
         if identity.needs_switch and setpriv is None:
             raise SandboxUnavailable("setpriv (util-linux) is needed to drop to the sandbox user; install util-linux")
-        launcher = cls(identity, bwrap, setpriv)
+        sh = shutil.which("sh", path=SAFE_PATH) or "/bin/sh"
+        launcher = cls(identity, bwrap, setpriv, cgroups=cgroups, tmp_size=tmp_size, sh=sh)
         launcher.probe(workspaces_root)
         return launcher
 
-    def argv(self, workspace: Path, command: tuple[str, ...]) -> tuple[str, ...]:
-        prefix: tuple[str, ...] = ()
+    def argv(
+        self,
+        workspace: Path,
+        command: tuple[str, ...],
+        *,
+        cgroup: SessionCgroup | None = None,
+        extras: SandboxExtras | None = None,
+    ) -> tuple[str, ...]:
+        """The whole launch chain: [join `cgroup`] → [setpriv to the sandbox user] → bwrap → `command`.
+
+        `extras` adds what the session's environment brings (packages, the egress socket; see provision.py).
+        """
+        extras = extras or SandboxExtras()
+        prefix: tuple[str, ...] = cgroup.join_argv(self._sh) if cgroup is not None else ()
         if self.identity.needs_switch:
             assert self._setpriv is not None
             uid, gid = str(self.identity.uid), str(self.identity.gid)
-            prefix = (self._setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--")
+            prefix += (self._setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--")
+        tmp_size = ("--size", str(self.tmp_size)) if self.tmp_size is not None else ()
         binds: list[str] = []
         for name in _ETC_ENTRIES:
             path = Path("/etc") / name
@@ -120,12 +155,16 @@ class BubblewrapLauncher:
             *binds,
             "--proc", "/proc",
             "--dev", "/dev",
-            "--tmpfs", "/tmp",
+            *tmp_size, "--tmpfs", "/tmp",
             "--bind", str(workspace), "/workspace",
+            *extras.bwrap_binds(),
             # Everything but /workspace and /tmp (separate mounts) becomes read-only, /etc included.
             "--remount-ro", "/",
             "--chdir", "/workspace",
             "--unshare-all",
+            # No user namespaces inside: they hand out capabilities over fresh namespaces, and with them
+            # kernel surface (netfilter, mounts) that unprivileged escapes go through.
+            "--unshare-user", "--disable-userns",
             "--die-with-parent",
             "--cap-drop", "ALL",
             "--hostname", "sandbox",
@@ -134,23 +173,35 @@ class BubblewrapLauncher:
             "--setenv", "HOME", "/workspace",
             "--setenv", "LANG", "C.UTF-8",
             "--setenv", "TERM", "dumb",
-            *command,
+            *extras.bwrap_env(),
+            *extras.wrap(command),
         )  # fmt: skip
 
-    def launch_spec(self, workspace: Path) -> LaunchSpec:
+    def launch_spec(self, workspace: Path, extras: SandboxExtras | None = None) -> LaunchSpec:
+        """A sandbox for `workspace`, in a new cgroup named after it (the session id) when limits apply."""
         env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
-        return LaunchSpec(argv=self.argv(workspace, ("bash", "--noprofile", "--norc")), env=env, cwd="/")
+        cgroup = self.cgroups.create(workspace.name) if self.cgroups is not None else None
+        argv = self.argv(workspace, ("bash", "--noprofile", "--norc"), cgroup=cgroup, extras=extras)
+        return LaunchSpec(argv=argv, env=env, cwd="/", sandbox=cgroup)
+
+    def close(self) -> None:
+        """Remove this server's cgroup directory (its sandboxes have been stopped by then)."""
+        if self.cgroups is not None:
+            self.cgroups.remove()
 
     def probe(self, workspaces_root: Path) -> None:
         """Start one sandbox on a scratch workspace, so a broken setup fails at start, not on a tool call."""
         workspaces_root.mkdir(mode=0o711, parents=True, exist_ok=True)
         probe_dir = workspaces_root / f".probe-{os.getpid()}"
         probe_dir.mkdir(mode=0o700, exist_ok=True)
+        cgroup = None
         try:
             if self.identity.needs_switch:
                 os.chown(probe_dir, self.identity.uid, self.identity.gid)
+            # The probe runs in a cgroup too, so a host where sandboxes cannot join one fails here.
+            cgroup = self.cgroups.create(f"probe-{os.getpid()}") if self.cgroups is not None else None
             result = subprocess.run(
-                self.argv(probe_dir, ("bash", "-c", "test -w /workspace")),
+                self.argv(probe_dir, ("bash", "-c", "test -w /workspace"), cgroup=cgroup),
                 env={"PATH": SAFE_PATH},
                 capture_output=True,
                 timeout=10,
@@ -159,9 +210,16 @@ class BubblewrapLauncher:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SandboxUnavailable(f"bubblewrap failed to start: {exc}") from exc
         finally:
+            if cgroup is not None:
+                cgroup.remove()
             shutil.rmtree(probe_dir, ignore_errors=True)
         if result.returncode != 0:
             detail = result.stderr.decode(errors="replace").strip()
+            if cgroup is not None and result.returncode == JOIN_FAILED_EXIT:
+                raise SandboxUnavailable(
+                    f"a sandbox could not join its cgroup ({detail}); check that the server may write "
+                    f"{cgroup.dirs['memory'].parent}, or pass --sandbox-cgroup none to run sandboxes without limits"
+                )
             if "Permission denied" in detail and self.identity.needs_switch:
                 raise SandboxUnavailable(
                     f"the sandbox user '{SANDBOX_USER}' cannot reach the workspaces in {workspaces_root} ({detail}); "
@@ -186,3 +244,6 @@ class RefusingLauncher:
 
     def launch_spec(self, workspace: Path) -> LaunchSpec:
         raise SandboxUnavailable(f"no sandbox is available, so commands cannot run: {self.reason}")
+
+    def close(self) -> None:
+        pass

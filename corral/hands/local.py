@@ -2,24 +2,32 @@
 
 `LocalHands` validates the model's tool input and dispatches to the shell (`shell.py`) or the file tools
 (`files.py`). `LocalHandsProvider` gives each session its own workspace `<root>/<session_id>`, created
-with mode 0700 by the first tool call rather than when the session is made.
+with mode 0700 by the first tool call rather than when the session is made (`volumes.py`: a plain
+directory, or a size-capped filesystem image mounted there).
+
+Lifecycle: nothing exists before the first tool call. After `idle_timeout_s` without a tool call the
+session's shell (its sandbox) stops and its workspace is detached; the next call brings both back, and its
+result says that the shell is a fresh one. Archiving (`release`) stops them too; deleting (`destroy`) also
+deletes the workspace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import shutil
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from corral.hands.base import ToolResult
 from corral.hands.files import FileTools
+from corral.hands.provision import Provisioner, SessionSandbox
 from corral.hands.shell import DEFAULT_TIMEOUT_S, BashSession, SandboxUnavailable, ShellLauncher
 from corral.hands.toolset import WORKSPACE_TOOLS
+from corral.hands.volumes import DirectoryVolumes, WorkspaceVolumes
+from corral.hands.web import WebTools
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,8 @@ class LocalHands:
 
     The directory is created (mode 0700) by the first `execute`. `launcher` decides how the shell process
     is started (default: plain bash on the host); `use_ripgrep=False` forces grep's Python fallback.
+    `volumes` provides the workspace (default: a plain directory); `idle_timeout_s` (None: never) stops
+    the shell and detaches the workspace after that long without a tool call.
     """
 
     def __init__(
@@ -93,11 +103,27 @@ class LocalHands:
         launcher: ShellLauncher | None = None,
         use_ripgrep: bool = True,
         owner: tuple[int, int] | None = None,
+        volumes: WorkspaceVolumes | None = None,
+        idle_timeout_s: float | None = None,
+        sandbox: SessionSandbox | None = None,
+        web: WebTools | None = None,
     ) -> None:
         self.workspace = workspace
         self._workspace_ready = False
-        self._shell = BashSession(workspace, launcher)
+        # The session's environment (packages, network), applied to its sandbox at the first command.
+        self._sandbox = sandbox
+        self._shell = BashSession(workspace, sandbox.launcher(launcher) if sandbox is not None else launcher)
+        # web_fetch / web_search run in the server and need no workspace.
+        self._web = web.handlers() if web is not None else {}
         self._owner = owner
+        self._volumes: WorkspaceVolumes = volumes or DirectoryVolumes(owner)
+        self._idle_timeout_s = idle_timeout_s
+        # Attaching and detaching the workspace (and the idle stop) happen one at a time.
+        self._lifecycle = asyncio.Lock()
+        self._active = 0
+        self._last_used = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_stop: asyncio.Task[None] | None = None
         self._files = FileTools(workspace, use_ripgrep=use_ripgrep, owner=owner)
         self._tools: dict[str, Callable[[_Input], Awaitable[ToolResult]]] = {
             "bash": self._bash,
@@ -113,15 +139,21 @@ class LocalHands:
 
         `tool_input` is typed loosely on purpose: it is whatever JSON the model produced.
         """
+        web = self._web.get(name)
+        if web is not None:
+            return await web(tool_input, config)
         tool = self._tools.get(name)
         if tool is None:
             return ToolResult.error(f"unknown tool: {name}")
         if not isinstance(tool_input, dict):
             return ToolResult.error(f"{name}: input must be a JSON object")
+        self._active += 1
         try:
             if not self._workspace_ready:
-                await asyncio.to_thread(_make_workspace, self.workspace, self._owner)
-                self._workspace_ready = True
+                async with self._lifecycle:
+                    if not self._workspace_ready:
+                        await asyncio.to_thread(self._volumes.attach, self.workspace)
+                        self._workspace_ready = True
             return await tool(_Input(name, tool_input))
         except InvalidInput as exc:
             return ToolResult.error(str(exc))
@@ -130,10 +162,56 @@ class LocalHands:
         except Exception as exc:
             log.exception("tool %s failed", name)
             return ToolResult.error(f"{name}: internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._active -= 1
+            self._last_used = time.monotonic()
+            if self._idle_timeout_s is not None and self._idle_timer is None:
+                self._arm_idle_timer(self._idle_timeout_s)
 
     async def close(self) -> None:
-        """Stop the shell and everything it started; the workspace stays."""
+        """Stop the shell and everything it started, and detach the workspace; its files stay."""
+        self._cancel_idle_stop()
         await self._shell.close()
+        if self._sandbox is not None:
+            await self._sandbox.close()
+        self._workspace_ready = False
+        await asyncio.to_thread(self._volumes.detach, self.workspace)
+
+    # -- idle stop -------------------------------------------------------------------------------
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._on_idle_timer)
+
+    def _cancel_idle_stop(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._idle_stop is not None:
+            self._idle_stop.cancel()
+            self._idle_stop = None
+
+    def _on_idle_timer(self) -> None:
+        # One timer per session, re-armed for the rest of the time instead of reset on every call.
+        assert self._idle_timeout_s is not None
+        self._idle_timer = None
+        remaining = self._last_used + self._idle_timeout_s - time.monotonic()
+        if self._active:
+            self._arm_idle_timer(self._idle_timeout_s)
+        elif remaining > 0:
+            self._arm_idle_timer(remaining)
+        elif self._workspace_ready:
+            self._idle_stop = asyncio.ensure_future(self._stop_idle(self._idle_timeout_s))
+
+    async def _stop_idle(self, timeout_s: float) -> None:
+        async with self._lifecycle:
+            if self._active or not self._workspace_ready:
+                return
+            # From here on a new call waits for the lifecycle lock and attaches the workspace again.
+            self._workspace_ready = False
+            await self._shell.suspend(f"the previous one was stopped after {_duration(timeout_s)} without a call")
+            await asyncio.to_thread(self._volumes.detach, self.workspace)
+            log.debug("stopped the idle sandbox of %s", self.workspace)
+        self._idle_stop = None
 
     # -- tools -----------------------------------------------------------------------------------
 
@@ -150,6 +228,8 @@ class LocalHands:
         if command is None:
             raise InvalidInput("bash: 'command' is required (or set 'restart': true)")
         timeout_s = DEFAULT_TIMEOUT_S if timeout_ms is None else timeout_ms / 1000
+        if self._sandbox is not None:
+            await self._sandbox.prepare()
         return await self._shell.run(command, timeout_s)
 
     async def _read(self, args: _Input) -> ToolResult:
@@ -173,20 +253,19 @@ class LocalHands:
         return await self._files.grep(args.string("pattern"), args.string("path", required=False))
 
 
-def _make_workspace(workspace: Path, owner: tuple[int, int] | None) -> None:
-    if workspace.is_dir():
-        return
-    # The sandbox user must be able to reach its workspace to mount it, but not list its neighbours.
-    workspace.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-    workspace.mkdir(mode=0o700, exist_ok=True)
-    # mkdir's mode is filtered by the umask; make sure no one else can look in.
-    os.chmod(workspace, 0o700)
-    if owner is not None:
-        os.chown(workspace, *owner)
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} s"
 
 
 class LocalHandsProvider:
-    """Per-session `LocalHands` whose workspaces live under `root` (`<root>/<session_id>`)."""
+    """Per-session `LocalHands` whose workspaces live under `root` (`<root>/<session_id>`).
+
+    `volumes` provides the workspaces (default: plain directories owned by `owner`); `idle_timeout_s`
+    (None: never) stops a session's sandbox after that long without a tool call.
+    """
 
     tool_names = frozenset(WORKSPACE_TOOLS)
 
@@ -197,11 +276,21 @@ class LocalHandsProvider:
         launcher: ShellLauncher | None = None,
         use_ripgrep: bool = True,
         owner: tuple[int, int] | None = None,
+        volumes: WorkspaceVolumes | None = None,
+        idle_timeout_s: float | None = None,
+        provisioner: Provisioner | None = None,
+        web: WebTools | None = None,
     ) -> None:
         self.root = Path(root)
+        # `provisioner` applies environments (packages, egress) to sandboxes; `web` runs web_fetch/web_search.
+        self._provisioner = provisioner
+        self._web = web
+        self.tool_names = frozenset(WORKSPACE_TOOLS) | (web.tool_names if web is not None else frozenset())
         self._launcher = launcher
         self._use_ripgrep = use_ripgrep
         self._owner = owner
+        self._volumes: WorkspaceVolumes = volumes or DirectoryVolumes(owner)
+        self._idle_timeout_s = idle_timeout_s
         self._hands: dict[str, LocalHands] = {}
 
     def workspace(self, session_id: str) -> Path:
@@ -211,28 +300,53 @@ class LocalHandsProvider:
             raise ValueError(f"invalid session id for a workspace directory: {session_id!r}")
         return self.root / session_id
 
-    def for_session(self, session_id: str, environment: dict[str, Any] | None = None) -> LocalHands:
-        """The session's hands; cheap, nothing is created until the first tool call."""
+    def for_session(
+        self, session_id: str, environment: dict[str, Any] | None = None, mcp_hosts: Iterable[str] = ()
+    ) -> LocalHands:
+        """The session's hands; cheap, nothing is created until the first tool call.
+
+        `environment` is the environment's resolved config; `mcp_hosts` the agent's MCP server hosts, which
+        its sandbox may reach when the environment sets `allow_mcp_servers`.
+        """
         hands = self._hands.get(session_id)
         if hands is None:
+            sandbox = None
+            if self._provisioner is not None:
+                sandbox = self._provisioner.for_session(session_id, environment, mcp_hosts)
             hands = LocalHands(
-                self.workspace(session_id), launcher=self._launcher, use_ripgrep=self._use_ripgrep, owner=self._owner
+                self.workspace(session_id),
+                launcher=self._launcher,
+                use_ripgrep=self._use_ripgrep,
+                owner=self._owner,
+                volumes=self._volumes,
+                idle_timeout_s=self._idle_timeout_s,
+                sandbox=sandbox,
+                web=self._web,
             )
             self._hands[session_id] = hands
         return hands
 
     async def release(self, session_id: str) -> None:
-        """Stop the session's processes and keep its workspace."""
+        """Stop the session's processes and detach its workspace, keeping its files."""
         hands = self._hands.pop(session_id, None)
         if hands is not None:
             await hands.close()
+        else:
+            # Attached by an earlier server process (one that crashed, say): let go of it all the same.
+            await asyncio.to_thread(self._volumes.detach, self.workspace(session_id))
 
     async def destroy(self, session_id: str) -> None:
         """Stop the session's processes and delete its workspace."""
         await self.release(session_id)
-        await asyncio.to_thread(shutil.rmtree, self.workspace(session_id), ignore_errors=True)
+        await asyncio.to_thread(self._volumes.delete, self.workspace(session_id))
 
     async def close(self) -> None:
         """Stop every session's processes (server shutdown); workspaces stay."""
         hands, self._hands = list(self._hands.values()), {}
         await asyncio.gather(*(h.close() for h in hands), return_exceptions=True)
+        if self._launcher is not None:
+            await asyncio.to_thread(self._launcher.close)
+        if self._provisioner is not None:
+            await self._provisioner.close()
+        if self._web is not None:
+            await self._web.close()

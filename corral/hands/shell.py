@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shlex
 import shutil
 import signal
+import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from corral.hands.base import ToolResult
+from corral.observability import metrics
+
+log = logging.getLogger(__name__)
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_LIMIT = 100 * 1024
@@ -60,13 +65,40 @@ class SandboxUnavailable(RuntimeError):
     """The shell cannot be started in a sandbox here; the message names the fix."""
 
 
+class SandboxHandle(Protocol):
+    """What a sandbox offers beyond its processes (for bubblewrap: its cgroup). Every method blocks."""
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for exceeding the memory limit, so far."""
+        ...
+
+    def describe_memory_limit(self) -> str:
+        """The memory limit for messages, e.g. '2 GiB'."""
+        ...
+
+    def pids(self) -> set[int]:
+        """Every process in the sandbox (host PIDs)."""
+        ...
+
+    def freeze(self) -> None:
+        """Stop every process where it is: no forks, no exits, until `thaw`."""
+        ...
+
+    def thaw(self) -> None: ...
+
+    def remove(self) -> None:
+        """Kill every process of the sandbox and release what it holds."""
+        ...
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
-    """How to spawn the shell: the argv, its whole environment, and its starting directory."""
+    """How to spawn the shell: the argv, its whole environment, its starting directory and its sandbox."""
 
     argv: tuple[str, ...]
     env: dict[str, str]
     cwd: str | None = None
+    sandbox: SandboxHandle | None = None
 
 
 class ShellLauncher(Protocol):
@@ -74,6 +106,10 @@ class ShellLauncher(Protocol):
 
     def launch_spec(self, workspace: Path) -> LaunchSpec:
         """The argv/env/cwd that starts `bash --noprofile --norc` reading commands from stdin."""
+        ...
+
+    def close(self) -> None:
+        """Release what the launcher holds once no shell of it runs any more (server shutdown; blocking)."""
         ...
 
 
@@ -88,6 +124,9 @@ class LocalShellLauncher:
             env=scrubbed_env(workspace),
             cwd=str(workspace),
         )
+
+    def close(self) -> None:
+        pass
 
 
 class _Capture:
@@ -213,14 +252,15 @@ def _sigkill(pids: Iterable[int], *, groups: bool, spare: set[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _kill_processes(shell_pid: int | None, pipe_link: str | None, *, keep_shell: bool) -> list[int]:
-    """SIGKILL everything the shell started, and the shell too unless `keep_shell`.
+def _kill_processes(shell_pid: int | None, pipe_link: str | None, *, keep: Collection[int] = ()) -> list[int]:
+    """SIGKILL everything the shell started, and the shell too unless it is in `keep`.
 
-    `shell_pid` is None once the shell has been reaped: its PID may belong to someone else by then, so
-    only the processes still holding our output pipe are hunted down. Returns the shell's direct
-    children as they were, the processes the shell itself will reap.
+    `keep` holds the processes that must survive a timeout: the ones the sandbox had when its shell became
+    ready (see `_Proc.keep`). `shell_pid` is None once the shell has been reaped: its PID may belong to
+    someone else by then, so only the processes still holding our output pipe are hunted down. Returns the
+    shell's direct children as they were, the processes the shell itself will reap.
     """
-    spare = {shell_pid} if keep_shell and shell_pid is not None else set()
+    spare = set(keep)
     children = _children(shell_pid) if shell_pid is not None else []
     if shell_pid is not None:
         # Two passes: a process may fork between reading the tree and the kill.
@@ -228,9 +268,68 @@ def _kill_processes(shell_pid: int | None, pipe_link: str | None, *, keep_shell:
             _sigkill(_descendants(shell_pid), groups=True, spare=spare)
     if pipe_link is not None:
         _sigkill(_pipe_holders(pipe_link), groups=True, spare=spare)
-    if shell_pid is not None and not keep_shell:
+    if shell_pid is not None and shell_pid not in spare:
         _sigkill([shell_pid], groups=True, spare=set())
     return children
+
+
+def _innermost_pid(pid: int) -> int | None:
+    """`pid` as seen in its own PID namespace (the last NSpid entry), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _find_shell(root: int, own_pid: int | None) -> int:
+    """The host PID of the process below `root` whose `$$` (PID in its own namespace) is `own_pid`."""
+    if own_pid is not None:
+        for pid in (root, *_descendants(root)):
+            if _innermost_pid(pid) == own_pid:
+                return pid
+    return root
+
+
+def _kill_command(proc: _Proc) -> list[int]:
+    """After a timeout: kill the command's processes but not the shell (blocking); returns the shell's
+    children as they were (see `_kill_processes`).
+
+    In a sandbox with a cgroup that is every process of the sandbox but those in `proc.keep`, frozen first
+    so that a fork bomb cannot outrun the kill (the signals land at the thaw). It also catches what left
+    both the process tree and the output pipe.
+    """
+    sandbox = proc.sandbox
+    inner = proc.inner_pid()
+    if sandbox is None:
+        return _kill_processes(inner, proc.pipe_link, keep=proc.keep)
+    children = _children(inner) if inner is not None else []
+    sandbox.freeze()
+    try:
+        _sigkill(sandbox.pids() - proc.keep, groups=False, spare=set(proc.keep))
+    finally:
+        sandbox.thaw()
+    return children
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "an unknown status"
+    if code < 0:
+        return f"signal {-code} ({_signal_name(-code)})"
+    if code > 128:
+        return f"code {code} (as when killed by signal {code - 128}, {_signal_name(code - 128)})"
+    return f"code {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
 
 
 def _wait_gone(pids: list[int], timeout_s: float) -> None:
@@ -240,23 +339,86 @@ def _wait_gone(pids: list[int], timeout_s: float) -> None:
         time.sleep(0.01)
 
 
+class _Child:
+    """The spawned process: started by `subprocess.Popen` (vfork + exec), its exit watched through a pidfd.
+
+    Not `asyncio.create_subprocess_exec`: under uvloop, which the server runs on, that forks the whole
+    server process and costs ~6 ms per sandbox start instead of ~2 ms (measured by bench/bench_sandbox.py).
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._popen = popen
+        self._loop = loop
+        self.pid = popen.pid
+        self.exited: asyncio.Future[int] = loop.create_future()
+        try:
+            # We are the parent and nothing else reaps it, so the PID cannot be reused before this.
+            self._pidfd: int | None = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):  # no pidfd (Linux < 5.3): a thread waits instead
+            self._pidfd = None
+            loop.run_in_executor(None, popen.wait).add_done_callback(lambda _: self._reap())
+        else:
+            loop.add_reader(self._pidfd, self._reap)
+
+    @classmethod
+    def spawn(cls, spec: LaunchSpec, *, stdin: int, output: int) -> _Child:
+        popen = subprocess.Popen(
+            spec.argv,
+            stdin=stdin,
+            stdout=output,
+            stderr=output,
+            env=spec.env,
+            cwd=spec.cwd,
+            # Its own session and process group: killing groups can never hit the server's.
+            start_new_session=True,
+        )
+        return cls(popen, asyncio.get_running_loop())
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once reaped (negative: killed by that signal), else None."""
+        return self._popen.returncode
+
+    def _reap(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        code = self._popen.wait()
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+
 @dataclass
 class _Proc:
     """One running shell and the pipe ends we own."""
 
-    process: asyncio.subprocess.Process
+    process: _Child
     exited: asyncio.Future[int]
     reader: asyncio.StreamReader
     read_transport: asyncio.ReadTransport
     write_transport: asyncio.WriteTransport
     token: str
     pipe_link: str
+    sandbox: SandboxHandle | None = None
+    # The shell's own host PID (inside any sandbox), and every process there was when it became ready:
+    # the launch chain (bwrap, its PID-namespace init, bash) and helpers the sandbox's setup started (the
+    # egress bridge). Those survive a command's timeout; everything else goes.
+    shell: int | None = None
+    keep: frozenset[int] = frozenset()
+    oom_seen: int = 0
     pending: bytes = b""
     closed: bool = False
 
     def shell_pid(self) -> int | None:
-        """The shell's PID while it is safe to signal (not yet reaped)."""
+        """The spawned process's PID (the shell, or the sandbox around it) while it is safe to signal."""
         return self.process.pid if self.process.returncode is None else None
+
+    def inner_pid(self) -> int | None:
+        """The shell's own PID (inside any sandbox) while the spawned process has not been reaped."""
+        if self.process.returncode is not None:
+            return None
+        return self.shell if self.shell is not None else self.process.pid
 
 
 class BashSession:
@@ -278,6 +440,12 @@ class BashSession:
         self._output_limit = output_limit
         self._lock = asyncio.Lock()
         self._proc: _Proc | None = None
+        # Why the last shell went away without a command being told (e.g. stopped while idle); the next
+        # command's result says that its shell is a fresh one.
+        self._gone_reason: str | None = None
+        # The teardown of a shell that was stopped without waiting (cancellation); finished before the
+        # next start, so it cannot touch its successor's sandbox.
+        self._teardown: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -292,6 +460,7 @@ class BashSession:
             proc = await self._ensure_started()
             if not self._send(proc, command):
                 # The shell died after the last call and we had not noticed yet: one fresh try.
+                self._gone_reason = self._gone_reason or f"the previous shell had exited ({self._exit_of(proc)})"
                 await self._stop(proc)
                 proc = await self._ensure_started()
                 if not self._send(proc, command):
@@ -304,14 +473,23 @@ class BashSession:
             try:
                 outcome = await self._read(proc, capture, time.monotonic() + timeout_s)
                 if outcome == "timeout":
-                    return await self._on_timeout(proc, capture, timeout_s)
-                if outcome == "eof":
-                    return await self._on_exit(proc, capture)
+                    result = await self._on_timeout(proc, capture, timeout_s)
+                elif outcome == "eof":
+                    result = await self._on_exit(proc, capture)
+                else:
+                    result = self._finish(proc, capture)
             except asyncio.CancelledError:
                 # The caller gave up (e.g. an interrupt): nothing may keep running behind its back.
                 self._kill_now(proc)
                 raise
-            return self._finish(proc, capture)
+            return self._with_restart_note(result)
+
+    async def suspend(self, reason: str) -> None:
+        """Stop the shell and everything it started (e.g. idle); the next command's result says `reason`."""
+        async with self._lock:
+            if self._proc is not None:
+                await self._stop(self._proc)
+                self._gone_reason = reason
 
     async def restart(self) -> None:
         """Kill the shell and everything it started; the next call gets a fresh one."""
@@ -329,6 +507,7 @@ class BashSession:
         self._kill_now(proc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proc.exited), 5)
+        await self._finish_teardown()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -337,28 +516,53 @@ class BashSession:
         if proc is not None and not proc.closed and proc.process.returncode is None:
             return proc
         if proc is not None:
+            if not proc.closed:
+                self._gone_reason = self._gone_reason or f"the previous shell had exited ({self._exit_of(proc)})"
             await self._stop(proc)
         self._proc = await self._spawn()
         return self._proc
 
+    def _with_restart_note(self, result: ToolResult) -> ToolResult:
+        """Tell the model when its command ran in a fresh shell for a reason it was not told before."""
+        reason, self._gone_reason = self._gone_reason, None
+        if reason is None:
+            return result
+        note = (
+            f"(note: this command ran in a fresh shell because {reason}; the working directory, environment "
+            "variables and background processes were reset, the files in the workspace are kept)"
+        )
+        text = "".join(block.get("text", "") for block in result.content if block.get("type") == "text")
+        return ToolResult.text(_join(text, note), is_error=result.is_error)
+
+    @staticmethod
+    def _exit_of(proc: _Proc) -> str:
+        return _describe_exit(proc.process.returncode)
+
+    async def _finish_teardown(self) -> None:
+        teardown, self._teardown = self._teardown, None
+        if teardown is not None:
+            with contextlib.suppress(Exception):
+                await teardown
+
     async def _spawn(self) -> _Proc:
-        spec = self._launcher.launch_spec(self._workspace)
+        await self._finish_teardown()
+        # In a thread: a sandbox's launch spec may make its cgroup (a few file system calls).
+        spec = await asyncio.to_thread(self._launcher.launch_spec, self._workspace)
+        try:
+            return await self._start(spec)
+        except BaseException:
+            if spec.sandbox is not None:
+                await asyncio.to_thread(spec.sandbox.remove)
+            raise
+
+    async def _start(self, spec: LaunchSpec) -> _Proc:
         loop = asyncio.get_running_loop()
         # We own both pipes instead of using asyncio's PIPE: a killed command's escaped grandchild can
         # keep the output pipe open indefinitely, and asyncio would then never close its transport.
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *spec.argv,
-                stdin=in_r,
-                stdout=out_w,
-                stderr=out_w,
-                env=spec.env,
-                cwd=spec.cwd,
-                # Its own session and process group: killing groups can never hit the server's.
-                start_new_session=True,
-            )
+            process = _Child.spawn(spec, stdin=in_r, output=out_w)
         except BaseException:
             for fd in (in_r, in_w, out_r, out_w):
                 os.close(fd)
@@ -373,7 +577,7 @@ class BashSession:
         write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", buffering=0))
         proc = _Proc(
             process=process,
-            exited=asyncio.ensure_future(process.wait()),
+            exited=process.exited,
             reader=reader,
             read_transport=read_transport,
             write_transport=write_transport,
@@ -381,13 +585,23 @@ class BashSession:
             pipe_link=pipe_link,
         )
         # Job control gives each command its own process group; the handshake also swallows any
-        # startup noise so that the first command's output is clean.
+        # startup noise so that the first command's output is clean, and tells the shell's own PID.
         capture = _Capture(proc.token, self._output_limit)
-        ok = self._write(proc, f"set -m 2>/dev/null; builtin printf '\\n{proc.token}:%d\\n' 0\n")
+        ok = self._write(proc, f"set -m 2>/dev/null; builtin printf '\\n{proc.token}:%d\\n' $$\n")
         if not ok or await self._read(proc, capture, time.monotonic() + _STARTUP_TIMEOUT_S) != "done":
+            capture.flush()
+            # Without its sandbox: the caller removes that (the spec is its to clean up).
+            proc.sandbox = None
             await self._stop(proc)
-            raise RuntimeError(f"bash did not start: {capture.text()!r}")
+            detail = capture.text().strip() or "no output"
+            raise SandboxUnavailable(f"the shell did not start (exit {self._exit_of(proc)}): {detail}")
         proc.pending = capture.leftover
+        proc.shell = _find_shell(process.pid, capture.exit_code)
+        proc.keep = frozenset((process.pid, *_descendants(process.pid)))
+        proc.sandbox = spec.sandbox
+        if spec.sandbox is not None:
+            proc.oom_seen = spec.sandbox.oom_kills()
+        metrics.sandbox_started()  # observability: corral_sandbox_starts_total
         return proc
 
     def _write(self, proc: _Proc, text: str) -> bool:
@@ -446,31 +660,59 @@ class BashSession:
         out = capture.text()
         code = capture.exit_code or 0
         if code != 0:
-            return ToolResult.error(_join(out, f"exit code {code}"))
+            note = f"exit code {code}"
+            if self._ran_out_of_memory(proc):
+                assert proc.sandbox is not None
+                note += (
+                    f"; the sandbox reached its memory limit ({proc.sandbox.describe_memory_limit()}) and the "
+                    "kernel killed a process to stay within it"
+                )
+            return ToolResult.error(_join(out, note))
         # The Messages API rejects empty text blocks, so say it explicitly.
         return ToolResult.text(out if out else "(no output)")
 
+    @staticmethod
+    def _ran_out_of_memory(proc: _Proc) -> bool:
+        """Whether the kernel killed a process for the memory limit since we last looked."""
+        if proc.sandbox is None:
+            return False
+        seen, proc.oom_seen = proc.oom_seen, proc.sandbox.oom_kills()
+        return proc.oom_seen > seen
+
     async def _on_exit(self, proc: _Proc, capture: _Capture) -> ToolResult:
         capture.flush()
+        sandbox = proc.sandbox
+        out_of_memory = self._ran_out_of_memory(proc)
         await self._stop(proc)
         code = proc.process.returncode
-        note = f"shell exited with code {code}; the next command starts a fresh shell in the workspace"
+        fresh = "the next command starts a fresh shell in the workspace, whose files are kept"
+        if sandbox is not None and out_of_memory:
+            limit = sandbox.describe_memory_limit()
+            note = f"the sandbox ran out of memory (limit {limit}) and the kernel killed its shell; {fresh}"
+        elif code is not None and code < 0:
+            note = f"the {'sandbox' if sandbox else 'shell'} was killed by {_describe_exit(code)}; {fresh}"
+        else:
+            note = f"shell exited with {_describe_exit(code)}; {fresh}"
         return ToolResult.text(_join(capture.text(), note), is_error=code != 0)
 
     async def _on_timeout(self, proc: _Proc, capture: _Capture, timeout_s: float) -> ToolResult:
-        children = await asyncio.to_thread(_kill_processes, proc.shell_pid(), proc.pipe_link, keep_shell=True)
+        children = await asyncio.to_thread(_kill_command, proc)
         # With its foreground job gone the shell normally prints the sentinel and lives on, keeping
         # its cwd and environment.
         deadline = time.monotonic() + _KILL_GRACE_S
         survived = await self._read(proc, capture, deadline) == "done"
         notices = ""
+        if survived and proc.sandbox is not None:
+            # The shell is idle now, so anything else still running is the command's: a shell that was
+            # retrying a fork for a fork bomb when the kill came has started it again by now.
+            await asyncio.to_thread(_kill_command, proc)
         if survived:
             # Bash reports killed background jobs ("... Killed  sleep 100") only once it has reaped
             # them, at the start of the next command. Wait for the reaping, then run a no-op so those
             # notices land in this result instead of the model's next command.
             await asyncio.to_thread(_wait_gone, children, deadline - time.monotonic())
             flush = _Capture(proc.token, self._output_limit)
-            survived = self._send(proc, ":") and await self._read(proc, flush, deadline) == "done"
+            survived = self._send(proc, "builtin :") and await self._read(proc, flush, deadline) == "done"
             notices = flush.text()
             proc.pending = flush.leftover
         if survived:
@@ -486,22 +728,45 @@ class BashSession:
         """Synchronous stop for paths that cannot await (cancellation) or must not wait (close)."""
         if not proc.closed:
             proc.closed = True
-            _kill_processes(proc.shell_pid(), proc.pipe_link, keep_shell=False)
+            _kill_processes(proc.shell_pid(), proc.pipe_link)
             proc.read_transport.close()
             proc.write_transport.close()
+            if proc.sandbox is not None:
+                # Sweeping the cgroup blocks; it finishes in a thread, before any next shell starts.
+                previous = self._teardown
+                sandbox = proc.sandbox
+
+                async def teardown() -> None:
+                    if previous is not None:
+                        await previous
+                    await asyncio.to_thread(_remove_sandbox, sandbox)
+
+                self._teardown = asyncio.ensure_future(teardown())
         if self._proc is proc:
             self._proc = None
 
     async def _stop(self, proc: _Proc) -> None:
         if not proc.closed:
             proc.closed = True
-            await asyncio.to_thread(_kill_processes, proc.shell_pid(), proc.pipe_link, keep_shell=False)
+            if proc.sandbox is not None:
+                # Every process of the sandbox is in its cgroup, even one that left the process tree and
+                # the output pipe: one sweep kills them all.
+                await asyncio.to_thread(_remove_sandbox, proc.sandbox)
+            else:
+                await asyncio.to_thread(_kill_processes, proc.shell_pid(), proc.pipe_link)
             proc.read_transport.close()
             proc.write_transport.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(proc.exited), 5)
         if self._proc is proc:
             self._proc = None
+
+
+def _remove_sandbox(sandbox: SandboxHandle) -> None:
+    try:
+        sandbox.remove()
+    except OSError:
+        log.warning("could not remove a stopped sandbox", exc_info=True)
 
 
 def _join(output: str, note: str) -> str:

@@ -8,9 +8,10 @@ Json = dict[str, Any]
 
 TOOLSET_TYPE = "agent_toolset_20260401"
 BUILTIN_TOOLS = ("bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search")
-# Tools that run in the session's workspace. web_fetch and web_search come with the sandbox's egress work;
-# until then they are listed in configs (the wire requires all 8) but never offered to the model.
+# Tools that run in the session's workspace. web_fetch and web_search run in the server (corral/hands/web.py);
+# hands list them in `tool_names` only when they can run them (web_search needs a search backend).
 WORKSPACE_TOOLS = ("bash", "read", "write", "edit", "glob", "grep")
+WEB_TOOLS = ("web_fetch", "web_search")
 
 ALWAYS_ALLOW: Json = {"type": "always_allow"}
 
@@ -125,6 +126,25 @@ _DEFINITIONS: dict[str, Json] = {
             "type": "object",
             "properties": {"pattern": {"type": "string"}, "path": {"type": "string"}},
             "required": ["pattern"],
+        },
+    },
+    "web_fetch": {
+        "description": (
+            "Fetch a web page or document by URL and return its readable text (HTML as Markdown, with links); "
+            "PDFs and images come back as content blocks. Long pages are cut to a token limit."
+        ),
+        "input_schema": {
+            "type": "object",
+            "properties": {"url": {"type": "string", "description": "The http(s) URL to fetch."}},
+            "required": ["url"],
+        },
+    },
+    "web_search": {
+        "description": "Search the web; returns the top results with their URLs, titles and snippets.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "The search query."}},
+            "required": ["query"],
         },
     },
 }

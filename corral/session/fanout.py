@@ -131,6 +131,10 @@ class EventBus:
             if not subscribers:
                 del self._subscribers[subscription.session_id]
 
+    def session_ids(self) -> list[str]:
+        """The sessions that have live streams on this node."""
+        return list(self._subscribers)
+
     def has_subscribers(self, session_id: str) -> bool:
         return session_id in self._subscribers
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from corral.ids import new_id
+from corral.observability import metrics
 from corral.session.fanout import CATCH_UP, END, EventBus, Frame, Subscription
 from corral.session.records import EventRecord, Json, NewEvent
 from corral.session.store import Store
@@ -30,6 +31,7 @@ class SessionLog:
     async def append(self, session_id: str, *events: NewEvent) -> list[EventRecord]:
         records = await self.store.append_events(session_id, list(events))
         self.bus.publish(session_id, records)
+        metrics.events_appended(records)  # observability: session errors by type
         return records
 
     async def enqueue(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:

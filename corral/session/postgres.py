@@ -9,6 +9,14 @@ suite against both). What differs is how they are reached:
   inside the same transaction.
 * Text columns use the "C" collation (see migration 0001), so ids and timestamps sort byte-wise, as in SQLite.
 * Leases compare expiry with the database's clock, so nodes with skewed clocks still agree.
+* Appending events sends `NOTIFY corral_events, 'session_id:last_position'`, and queueing client events
+  `NOTIFY corral_wake, 'session_id'` (`session_id:interrupt` with a `user.interrupt`), so other nodes hear
+  of them (see `corral.session.cluster`). The notice goes in a small transaction of its own, pipelined right
+  behind the COMMIT of the write (no extra round trip), which the server runs only if that COMMIT succeeded.
+  Not in the write's own transaction: a transaction that notifies holds a database-wide lock through its
+  commit's WAL flush, which would serialise every append on the server. The notice's own transaction does
+  not wait for a flush (`synchronous_commit = off`): a notice is a hint, and streams and brains catch up from
+  the store, so one lost to a crash delays nothing for long.
 * A lost connection (server restarted, network cut) is retried once on a fresh connection when that is
   safe: reads always, and writes that failed before their COMMIT was sent. Appends are safe to retry even
   when the COMMIT's outcome is unknown: the retry finds the events by id and returns them as stored.
@@ -18,6 +26,7 @@ suite against both). What differs is how they are reached:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,14 +35,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.abc import Params
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from corral.clock import now_rfc3339
+from corral.session.cluster import EVENTS_CHANNEL, WAKE_CHANNEL
 from corral.session.migrations import apply_migrations
+from corral.session.open_store import POSTGRES_SCHEMES
 from corral.session.records import (
     AgentRecord,
     ApiKeyRecord,
+    CredentialRecord,
     EnvironmentRecord,
     EventRecord,
     Json,
@@ -41,8 +54,9 @@ from corral.session.records import (
     Page,
     SessionRecord,
     TimeBounds,
+    VaultRecord,
 )
-from corral.session.state import SessionState, empty_usage, reduce
+from corral.session.state import STATE_EVENT_TYPES, SessionState, empty_usage, reduce
 from corral.session.store import StorageUnavailable
 
 log = logging.getLogger("corral.session.postgres")
@@ -52,7 +66,6 @@ T = TypeVar("T")
 # What a store operation runs on a connection; `retrying` is True on the second attempt after a lost connection.
 Operation = Callable[[Connection, bool], Awaitable[T]]
 
-POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 # The database's clock, in seconds since the epoch (leases store expiry as such a number).
 DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
 
@@ -80,8 +93,8 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+# One encoder for every write: `json.dumps` with options builds a new one per call, which costs more than encoding.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _in_list(values: list[str] | tuple[str, ...]) -> str:
@@ -95,12 +108,12 @@ def _bounds_sql(column: str, bounds: TimeBounds, where: list[str], params: list[
             params.append(value)
 
 
-async def _one(conn: Connection, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> DictRow | None:
+async def _one(conn: Connection, sql: str, params: Params = ()) -> DictRow | None:
     cursor = await conn.execute(sql, params)
     return await cursor.fetchone()
 
 
-async def _all(conn: Connection, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[DictRow]:
+async def _all(conn: Connection, sql: str, params: Params = ()) -> list[DictRow]:
     cursor = await conn.execute(sql, params)
     return await cursor.fetchall()
 
@@ -112,9 +125,10 @@ class PostgresStore:
     and background tasks belong to that loop.
     """
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Connection]) -> None:
+    def __init__(self, url: str, pool: AsyncConnectionPool[Connection], *, notify: bool = True) -> None:
         self.url = url
         self._pool = pool
+        self._notify = notify
 
     @classmethod
     async def open(
@@ -126,6 +140,7 @@ class PostgresStore:
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         request_timeout: float = 10.0,
+        notify: bool = True,
     ) -> PostgresStore:
         """Connect (after bringing the schema to the newest revision, unless `migrate` is False).
 
@@ -153,7 +168,7 @@ class PostgresStore:
         except PoolTimeout as exc:
             await pool.close()
             raise StorageUnavailable(f"cannot connect to the database at {redact_url(url)}: {exc}") from exc
-        return cls(url, pool)
+        return cls(url, pool, notify=notify)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "postgresql", "url": redact_url(self.url)}
@@ -167,21 +182,40 @@ class PostgresStore:
 
     # --- running operations ----------------------------------------------------------------------
 
-    async def _run(self, operation: Operation[T], *, transaction: bool, replayable: bool) -> T:
+    async def _run(
+        self,
+        operation: Operation[T],
+        *,
+        transaction: bool,
+        replayable: bool,
+        pipeline: bool = False,
+        notices: list[tuple[str, str]] | None = None,
+    ) -> T:
         """Run `operation` on a pooled connection (in a transaction if asked), retrying once after a lost one.
 
         `replayable` says the operation may run again even if its first COMMIT may have succeeded: it either
-        has no effect the second time or recognises its own earlier effect (`retrying`).
+        has no effect the second time or recognises its own earlier effect (`retrying`). `pipeline` sends
+        statements without waiting for their results until one is read: BEGIN travels with the first
+        statement and COMMIT with the last ones, so a transaction that reads once costs two round trips.
+        `notices` (channel, payload), filled in by the operation, are sent once its transaction has committed.
         """
         for attempt in (1, 2):
             committing = False
+            if notices is not None:
+                notices.clear()
             try:
                 async with self._pool.connection() as conn:
                     if not transaction:
-                        return await operation(conn, attempt > 1)
-                    async with conn.transaction():
                         result = await operation(conn, attempt > 1)
-                        committing = True
+                        if notices and self._notify:
+                            await self._send_notices(conn, notices)
+                        return result
+                    async with conn.pipeline() if pipeline else contextlib.nullcontext():
+                        async with conn.transaction():
+                            result = await operation(conn, attempt > 1)
+                            committing = True
+                        if notices and self._notify:
+                            await self._send_notices(conn, notices)
                     return result
             except PoolTimeout as exc:
                 raise StorageUnavailable(f"the database is unreachable: {exc}") from exc
@@ -193,23 +227,45 @@ class PostgresStore:
                 await self._pool.check()
         raise AssertionError("unreachable")
 
+    @staticmethod
+    async def _send_notices(conn: Connection, notices: list[tuple[str, str]]) -> None:
+        """Each notice in a statement of its own, outside any transaction block (so an implicit transaction
+        that commits without waiting for a WAL flush). In a pipeline, the server runs it only if everything
+        before it since the last sync succeeded."""
+        for channel, payload in notices:
+            await conn.execute(
+                "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, %s)", (channel, payload)
+            )
+
     async def _read(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
         async def run(conn: Connection, _retrying: bool) -> T:
             return await operation(conn)
 
         return await self._run(run, transaction=False, replayable=True)
 
-    async def _write(self, operation: Operation[T], *, replayable: bool) -> T:
-        return await self._run(operation, transaction=True, replayable=replayable)
+    async def _write(
+        self,
+        operation: Operation[T],
+        *,
+        replayable: bool,
+        pipeline: bool = False,
+        notices: list[tuple[str, str]] | None = None,
+    ) -> T:
+        return await self._run(operation, transaction=True, replayable=replayable, pipeline=pipeline, notices=notices)
 
     async def _execute(self, sql: str, params: tuple[Any, ...], *, replayable: bool = True) -> int:
-        """One write statement in its own transaction; returns the number of rows it changed."""
+        """One write statement; returns the number of rows it changed.
+
+        A replayable statement runs on its own (one round trip) and simply runs again after a lost connection.
+        Any other runs in an explicit transaction, so that a failure before its COMMIT is known to have changed
+        nothing and can be retried.
+        """
 
         async def run(conn: Connection, _retrying: bool) -> int:
             cursor = await conn.execute(sql, params)
             return cursor.rowcount
 
-        return await self._write(run, replayable=replayable)
+        return await self._run(run, transaction=not replayable, replayable=replayable)
 
     # --- keyset pagination -----------------------------------------------------------------------
 
@@ -353,8 +409,7 @@ class PostgresStore:
     async def get_agent(self, workspace_id: str, agent_id: str, version: int | None = None) -> AgentRecord | None:
         if version is None:
             sql = (
-                f"SELECT {self._AGENT_COLUMNS} AND v.version = a.latest_version "
-                "WHERE a.workspace_id = %s AND a.id = %s"
+                f"SELECT {self._AGENT_COLUMNS} AND v.version = a.latest_version WHERE a.workspace_id = %s AND a.id = %s"
             )
             params: tuple[Any, ...] = (workspace_id, agent_id)
         else:
@@ -393,9 +448,7 @@ class PostgresStore:
         )
 
     async def list_agent_versions(self, workspace_id: str, agent_id: str, *, limit: int, cursor: Json | None) -> Page:
-        select = (
-            f"SELECT * FROM (SELECT {self._AGENT_COLUMNS} WHERE a.workspace_id = %s AND a.id = %s) AS versions"
-        )
+        select = f"SELECT * FROM (SELECT {self._AGENT_COLUMNS} WHERE a.workspace_id = %s AND a.id = %s) AS versions"
         return await self._keyset_page(
             select,
             [],
@@ -542,6 +595,7 @@ class PostgresStore:
         )
 
     async def get_session(self, workspace_id: str | None, session_id: str) -> SessionRecord | None:
+        params: tuple[str, ...]
         if workspace_id is None:
             sql, params = "SELECT * FROM sessions WHERE id = %s", (session_id,)
         else:
@@ -605,15 +659,17 @@ class PostgresStore:
             await conn.execute("DELETE FROM session_leases WHERE session_id = %s", (session_id,))
             await conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
 
-        await self._write(run, replayable=True)
+        await self._write(run, replayable=True, pipeline=True)
 
-    async def sessions_with_work(self) -> list[str]:
+    async def sessions_with_work(self, owner: str) -> list[str]:
         rows = await self._read(
             lambda conn: _all(
                 conn,
                 "SELECT id FROM (SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
                 "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL) AS work "
-                f"WHERE id NOT IN (SELECT session_id FROM session_leases WHERE expires_at > {DB_NOW})",
+                "WHERE id NOT IN "
+                f"(SELECT session_id FROM session_leases WHERE expires_at > {DB_NOW} AND owner != %s)",
+                (owner,),
             )
         )
         return [row["id"] for row in rows]
@@ -655,13 +711,16 @@ class PostgresStore:
         )
         if row is None:
             raise LookupError(f"session {session_id} does not exist")
-        state = SessionState(
+        return PostgresStore._state(row), int(row["last_position"]) - count
+
+    @staticmethod
+    def _state(row: DictRow) -> SessionState:
+        return SessionState(
             status=row["status"],
             usage=json.loads(row["usage"]) if row["usage"] else empty_usage(),
             active_seconds=row["active_seconds"],
             running_since=row["running_since"],
         )
-        return state, int(row["last_position"]) - count
 
     @staticmethod
     async def _save_state(conn: Connection, session_id: str, before: SessionState, after: SessionState) -> None:
@@ -685,46 +744,82 @@ class PostgresStore:
         )
         return [self._event(row) for row in rows]
 
+    # Reserves the positions (taking the session's row lock) and inserts the events in one statement.
+    _APPEND = (
+        "WITH allocated AS (UPDATE sessions SET last_position = last_position + %(count)s WHERE id = %(session)s "
+        "RETURNING status, usage, active_seconds, running_since, last_position), "
+        "appended AS (INSERT INTO events (id, session_id, type, body, position, processed_at) "
+        "SELECT e.id, %(session)s, e.type, e.body, allocated.last_position - %(count)s + e.ord, e.processed_at "
+        "FROM allocated, unnest(%(ids)s::text[], %(types)s::text[], %(bodies)s::text[], %(stamps)s::text[]) "
+        "WITH ORDINALITY AS e(id, type, body, processed_at, ord)) "
+        "SELECT status, usage, active_seconds, running_since, last_position FROM allocated"
+    )
+
     async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        """One statement stores the events. When one of them can change the session's derived state, that
+        statement and the state's update share a transaction (pipelined: two round trips); otherwise the
+        statement commits on its own (one round trip)."""
+        notices: list[tuple[str, str]] = []
+
         async def run(conn: Connection, retrying: bool) -> list[EventRecord]:
             if retrying:
                 stored = await self._stored_events(conn, session_id, events)
                 if stored and len(stored) == len(events):
                     return stored  # the first attempt committed before its connection was lost
-            before, position = await self._allocate(conn, session_id, len(events))
+            stamps = [now_rfc3339() for _ in events]
+            row = await _one(
+                conn,
+                self._APPEND,
+                {
+                    "count": len(events),
+                    "session": session_id,
+                    "ids": [event.id for event in events],
+                    "types": [event.type for event in events],
+                    "bodies": [_dumps(event.body) for event in events],
+                    "stamps": stamps,
+                },
+            )
+            if row is None:
+                raise LookupError(f"session {session_id} does not exist")
+            before = self._state(row)
+            position = int(row["last_position"]) - len(events)
             state = before
             records: list[EventRecord] = []
-            rows: list[tuple[Any, ...]] = []
-            for event in events:
+            for event, processed_at in zip(events, stamps, strict=True):
                 position += 1
-                processed_at = now_rfc3339()
-                rows.append((event.id, session_id, event.type, _dumps(event.body), position, processed_at))
                 state = reduce(state, event.type, event.body, processed_at)
                 records.append(EventRecord(event.id, session_id, event.type, event.body, position, processed_at))
-            if rows:
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        "INSERT INTO events (id, session_id, type, body, position, processed_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s)",
-                        rows,
-                    )
             await self._save_state(conn, session_id, before, state)
+            if events:
+                notices.append((EVENTS_CHANNEL, f"{session_id}:{position}"))
             return records
 
-        return await self._write(run, replayable=True)
+        if any(event.type in STATE_EVENT_TYPES for event in events):
+            return await self._write(run, replayable=True, pipeline=True, notices=notices)
+        return await self._run(run, transaction=False, replayable=True, notices=notices)
 
     async def enqueue_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+        notices: list[tuple[str, str]] = []
+
         async def run(conn: Connection, retrying: bool) -> None:
             if retrying and len(await self._stored_events(conn, session_id, events)) == len(events):
                 return
             if events:
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        "INSERT INTO events (id, session_id, type, body) VALUES (%s, %s, %s, %s)",
-                        [(event.id, session_id, event.type, _dumps(event.body)) for event in events],
-                    )
+                await conn.execute(
+                    "INSERT INTO events (id, session_id, type, body) "
+                    "SELECT id, %s, type, body FROM unnest(%s::text[], %s::text[], %s::text[]) AS e(id, type, body)",
+                    (
+                        session_id,
+                        [event.id for event in events],
+                        [event.type for event in events],
+                        [_dumps(event.body) for event in events],
+                    ),
+                )
+                interrupt = any(event.type == "user.interrupt" for event in events)
+                notices.append((WAKE_CHANNEL, f"{session_id}:interrupt" if interrupt else session_id))
 
-        await self._write(run, replayable=True)
+        # One statement, atomic on its own.
+        await self._run(run, transaction=False, replayable=True, notices=notices)
         return [EventRecord(event.id, session_id, event.type, event.body, None, None) for event in events]
 
     async def queued_events(self, session_id: str) -> list[EventRecord]:
@@ -736,6 +831,8 @@ class PostgresStore:
         return [self._event(row) for row in rows]
 
     async def mark_processed(self, session_id: str, event_id: str) -> EventRecord:
+        notices: list[tuple[str, str]] = []
+
         async def run(conn: Connection, retrying: bool) -> EventRecord:
             if retrying:
                 row = await _one(conn, "SELECT * FROM events WHERE id = %s AND session_id = %s", (event_id, session_id))
@@ -755,9 +852,10 @@ class PostgresStore:
             body = json.loads(row["body"])
             after = reduce(before, row["type"], body, processed_at)
             await self._save_state(conn, session_id, before, after)
+            notices.append((EVENTS_CHANNEL, f"{session_id}:{position}"))
             return EventRecord(event_id, session_id, row["type"], body, position, processed_at)
 
-        return await self._write(run, replayable=True)
+        return await self._write(run, replayable=True, pipeline=True, notices=notices)
 
     async def list_events(
         self,
@@ -813,7 +911,9 @@ class PostgresStore:
         return self._event(row) if row else None
 
     async def last_position(self, session_id: str) -> int:
-        row = await self._read(lambda conn: _one(conn, "SELECT last_position FROM sessions WHERE id = %s", (session_id,)))
+        row = await self._read(
+            lambda conn: _one(conn, "SELECT last_position FROM sessions WHERE id = %s", (session_id,))
+        )
         return int(row["last_position"]) if row else 0
 
     async def events_after(self, session_id: str, position: int, limit: int) -> list[EventRecord]:
@@ -825,3 +925,180 @@ class PostgresStore:
             )
         )
         return [self._event(row) for row in rows]
+
+    # --- vaults and credentials ------------------------------------------------------------------
+
+    @staticmethod
+    def _vault(row: DictRow) -> VaultRecord:
+        return VaultRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            body=json.loads(row["body"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    @staticmethod
+    def _credential(row: DictRow) -> CredentialRecord:
+        return CredentialRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            vault_id=row["vault_id"],
+            identity=row["identity"],
+            body=json.loads(row["body"]),
+            secret=row["secret"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_vault(self, vault: VaultRecord) -> None:
+        await self._execute(
+            "INSERT INTO vaults (id, workspace_id, body, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)",
+            (vault.id, vault.workspace_id, _dumps(vault.body), vault.created_at, vault.updated_at),
+            replayable=False,
+        )
+
+    async def update_vault(self, vault: VaultRecord) -> None:
+        await self._execute(
+            "UPDATE vaults SET body = %s, updated_at = %s WHERE workspace_id = %s AND id = %s",
+            (_dumps(vault.body), vault.updated_at, vault.workspace_id, vault.id),
+        )
+
+    async def get_vault(self, workspace_id: str, vault_id: str) -> VaultRecord | None:
+        row = await self._read(
+            lambda conn: _one(
+                conn, "SELECT * FROM vaults WHERE workspace_id = %s AND id = %s", (workspace_id, vault_id)
+            )
+        )
+        return self._vault(row) if row else None
+
+    async def list_vaults(self, workspace_id: str, *, include_archived: bool, limit: int, cursor: Json | None) -> Page:
+        where = ["workspace_id = %s"]
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        return await self._keyset_page(
+            "SELECT * FROM vaults",
+            where,
+            [workspace_id],
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._vault,
+        )
+
+    async def delete_vault(self, workspace_id: str, vault_id: str) -> None:
+        async def run(conn: Connection, _retrying: bool) -> None:
+            await conn.execute(
+                "DELETE FROM vault_credentials WHERE workspace_id = %s AND vault_id = %s", (workspace_id, vault_id)
+            )
+            await conn.execute("DELETE FROM vaults WHERE workspace_id = %s AND id = %s", (workspace_id, vault_id))
+
+        await self._write(run, replayable=True)
+
+    async def archive_vault(self, workspace_id: str, vault_id: str, archived_at: str) -> None:
+        async def run(conn: Connection, _retrying: bool) -> None:
+            await conn.execute(
+                "UPDATE vault_credentials SET archived_at = %s, updated_at = %s, secret = NULL "
+                "WHERE workspace_id = %s AND vault_id = %s AND archived_at IS NULL",
+                (archived_at, archived_at, workspace_id, vault_id),
+            )
+            await conn.execute(
+                "UPDATE vaults SET archived_at = COALESCE(archived_at, %s), updated_at = %s "
+                "WHERE workspace_id = %s AND id = %s",
+                (archived_at, archived_at, workspace_id, vault_id),
+            )
+
+        await self._write(run, replayable=True)
+
+    async def insert_credential(self, credential: CredentialRecord) -> bool:
+        try:
+            await self._execute(
+                "INSERT INTO vault_credentials (id, workspace_id, vault_id, identity, body, secret, created_at, "
+                "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    credential.id,
+                    credential.workspace_id,
+                    credential.vault_id,
+                    credential.identity,
+                    _dumps(credential.body),
+                    credential.secret,
+                    credential.created_at,
+                    credential.updated_at,
+                ),
+                replayable=False,
+            )
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
+
+    async def update_credential(self, credential: CredentialRecord) -> bool:
+        changed = await self._execute(
+            "UPDATE vault_credentials SET body = %s, secret = %s, updated_at = %s "
+            "WHERE workspace_id = %s AND vault_id = %s AND id = %s AND archived_at IS NULL",
+            (
+                _dumps(credential.body),
+                credential.secret,
+                credential.updated_at,
+                credential.workspace_id,
+                credential.vault_id,
+                credential.id,
+            ),
+        )
+        return changed == 1
+
+    async def get_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> CredentialRecord | None:
+        row = await self._read(
+            lambda conn: _one(
+                conn,
+                "SELECT * FROM vault_credentials WHERE workspace_id = %s AND vault_id = %s AND id = %s",
+                (workspace_id, vault_id, credential_id),
+            )
+        )
+        return self._credential(row) if row else None
+
+    async def list_credentials(
+        self, workspace_id: str, vault_id: str, *, include_archived: bool, limit: int, cursor: Json | None
+    ) -> Page:
+        where = ["workspace_id = %s", "vault_id = %s"]
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        return await self._keyset_page(
+            "SELECT * FROM vault_credentials",
+            where,
+            [workspace_id, vault_id],
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._credential,
+        )
+
+    async def delete_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> None:
+        await self._execute(
+            "DELETE FROM vault_credentials WHERE workspace_id = %s AND vault_id = %s AND id = %s",
+            (workspace_id, vault_id, credential_id),
+        )
+
+    async def archive_credential(self, workspace_id: str, vault_id: str, credential_id: str, archived_at: str) -> None:
+        await self._execute(
+            "UPDATE vault_credentials SET archived_at = %s, updated_at = %s, secret = NULL "
+            "WHERE workspace_id = %s AND vault_id = %s AND id = %s AND archived_at IS NULL",
+            (archived_at, archived_at, workspace_id, vault_id, credential_id),
+        )
+
+    async def live_credentials(self, workspace_id: str, vault_ids: list[str]) -> list[CredentialRecord]:
+        if not vault_ids:
+            return []
+        rows = await self._read(
+            lambda conn: _all(
+                conn,
+                "SELECT c.* FROM vault_credentials c JOIN vaults v ON v.id = c.vault_id "
+                f"WHERE c.workspace_id = %s AND c.vault_id IN ({_in_list(vault_ids)}) "
+                "AND c.archived_at IS NULL AND v.archived_at IS NULL ORDER BY c.created_at, c.id",
+                (workspace_id, *vault_ids),
+            )
+        )
+        return [self._credential(row) for row in rows]

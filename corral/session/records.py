@@ -65,6 +65,42 @@ class SessionRecord:
 
 
 @dataclass(frozen=True)
+class VaultRecord:
+    """A vault: a named set of credentials that sessions attach by id. `body` holds display_name and metadata."""
+
+    id: str
+    workspace_id: str
+    body: Json
+    created_at: str
+    updated_at: str
+    archived_at: str | None = None
+
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A credential in a vault. `body` is the wire form without secrets (display_name, auth, metadata).
+
+    `identity` names what it is for (`mcp:<server url>`, `env:<NAME>`): a vault holds one live credential per
+    identity. `secret` is the encrypted secret material (see `corral.vault.crypto`), opaque to the store; None
+    once the credential is archived (archiving purges it).
+    """
+
+    id: str
+    workspace_id: str
+    vault_id: str
+    identity: str
+    body: Json
+    secret: str | None
+    created_at: str
+    updated_at: str
+    archived_at: str | None = None
+
+    def __repr__(self) -> str:
+        # Never print the ciphertext either: it is useless without the key, but logs have no business with it.
+        return f"CredentialRecord(id={self.id!r}, vault_id={self.vault_id!r}, type={self.body['auth']['type']!r})"
+
+
+@dataclass(frozen=True)
 class EventRecord:
     """A persisted event. `position` is its place in the session's processed order (None while queued)."""
 

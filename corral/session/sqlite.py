@@ -3,12 +3,16 @@
 SQLite calls here are synchronous on purpose. A write in WAL mode with `synchronous=NORMAL` costs tens
 of microseconds and survives a process crash (only a power loss can drop the last commits), which is far
 cheaper than a hop to a worker thread. Every multi-row change runs in one `BEGIN IMMEDIATE` transaction.
+Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of their own with
+its own connection, so no write on the event loop pays for one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +24,7 @@ from corral.session.migrations import apply_migrations
 from corral.session.records import (
     AgentRecord,
     ApiKeyRecord,
+    CredentialRecord,
     EnvironmentRecord,
     EventRecord,
     Json,
@@ -27,13 +32,20 @@ from corral.session.records import (
     Page,
     SessionRecord,
     TimeBounds,
+    VaultRecord,
 )
-from corral.session.state import SessionState, empty_usage, reduce
+from corral.session.state import STATE_EVENT_TYPES, SessionState, empty_usage, reduce
 from corral.session.store import StorageUnavailable
 
+log = logging.getLogger("corral.session.sqlite")
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+# Writes between two checkpoints (each adds a few pages to the WAL; SQLite's own default is every 1000 pages).
+CHECKPOINT_EVERY_WRITES = 200
+CHECKPOINT_IDLE_SECONDS = 1.0
+
+
+# One encoder for every write: `json.dumps` with options builds a new one per call, which costs more than encoding.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _bounds_sql(column: str, bounds: TimeBounds, where: list[str], params: list[Any]) -> None:
@@ -61,11 +73,16 @@ class SqliteStore:
         ):
             self._db.execute(f"PRAGMA {pragma}")
         path.chmod(0o600)
+        # The last session state read, decoded: appends to one session read the same usage JSON again and again.
+        self._usage_cache: tuple[str, dict[str, Any]] | None = None
+        self._checkpointer = _Checkpointer(path)
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "sqlite", "path": str(self.path)}
 
     async def close(self) -> None:
+        self._checkpointer.stop()
         self._db.close()
 
     @contextmanager
@@ -77,17 +94,23 @@ class SqliteStore:
         try:
             yield self._db
         except sqlite3.OperationalError as exc:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise StorageUnavailable(f"the database refused the write: {exc}") from exc
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise StorageUnavailable(f"the database refused the write: {exc}") from exc
+            self._checkpointer.wrote()
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled the transaction back itself (it does on SQLITE_FULL, say).
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _one(self, sql: str, params: tuple[Any, ...] | list[Any]) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
@@ -518,50 +541,53 @@ class SqliteStore:
             processed_at=row["processed_at"],
         )
 
-    def _load_state(self, db: sqlite3.Connection, session_id: str) -> tuple[SessionState, int]:
+    def _load_state(self, db: sqlite3.Connection, session_id: str, count: int) -> tuple[SessionState, int]:
+        """Reserve `count` positions; returns the session's state and the position before them."""
         row = db.execute(
-            "SELECT status, usage, active_seconds, running_since, last_position FROM sessions WHERE id = ?",
-            (session_id,),
+            "UPDATE sessions SET last_position = last_position + ? WHERE id = ? "
+            "RETURNING status, usage, active_seconds, running_since, last_position",
+            (count, session_id),
         ).fetchone()
         if row is None:
             raise LookupError(f"session {session_id} does not exist")
         state = SessionState(
             status=row["status"],
-            usage=json.loads(row["usage"]) if row["usage"] else empty_usage(),
+            usage=self._usage(row["usage"]),
             active_seconds=row["active_seconds"],
             running_since=row["running_since"],
         )
-        return state, int(row["last_position"])
+        return state, int(row["last_position"]) - count
 
-    def _save_state(
-        self,
-        db: sqlite3.Connection,
-        session_id: str,
-        before: SessionState,
-        after: SessionState,
-        position: int,
-    ) -> None:
+    def _usage(self, text: str | None) -> dict[str, Any]:
+        """The decoded usage column (never mutated: the reducer builds new dicts)."""
+        if not text:
+            return empty_usage()
+        cached = self._usage_cache
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        usage: dict[str, Any] = json.loads(text)
+        self._usage_cache = (text, usage)
+        return usage
+
+    def _save_state(self, db: sqlite3.Connection, session_id: str, before: SessionState, after: SessionState) -> None:
         if after == before:
-            db.execute("UPDATE sessions SET last_position = ? WHERE id = ?", (position, session_id))
             return
         db.execute(
-            "UPDATE sessions SET status = ?, usage = ?, active_seconds = ?, running_since = ?, last_position = ?, "
-            "updated_at = ? WHERE id = ?",
-            (
-                after.status,
-                _dumps(after.usage),
-                after.active_seconds,
-                after.running_since,
-                position,
-                now_rfc3339(),
-                session_id,
-            ),
+            "UPDATE sessions SET status = ?, usage = ?, active_seconds = ?, running_since = ?, updated_at = ? "
+            "WHERE id = ?",
+            (after.status, _dumps(after.usage), after.active_seconds, after.running_since, now_rfc3339(), session_id),
         )
 
     async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
         records: list[EventRecord] = []
+        # Most events leave the derived state alone whatever it is: then only the positions are needed.
+        stateful = any(event.type in STATE_EVENT_TYPES for event in events)
         with self._write() as db:
-            before, position = self._load_state(db, session_id)
+            before: SessionState | None = None
+            if stateful:
+                before, position = self._load_state(db, session_id, len(events))
+            else:
+                position = self._reserve(db, session_id, len(events))
             state = before
             for event in events:
                 position += 1
@@ -570,10 +596,23 @@ class SqliteStore:
                     "INSERT INTO events (id, session_id, type, body, position, processed_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (event.id, session_id, event.type, _dumps(event.body), position, processed_at),
                 )
-                state = reduce(state, event.type, event.body, processed_at)
+                if state is not None:
+                    state = reduce(state, event.type, event.body, processed_at)
                 records.append(EventRecord(event.id, session_id, event.type, event.body, position, processed_at))
-            self._save_state(db, session_id, before, state, position)
+            if before is not None and state is not None:
+                self._save_state(db, session_id, before, state)
         return records
+
+    @staticmethod
+    def _reserve(db: sqlite3.Connection, session_id: str, count: int) -> int:
+        """Reserve `count` positions; returns the position before them."""
+        row = db.execute(
+            "UPDATE sessions SET last_position = last_position + ? WHERE id = ? RETURNING last_position",
+            (count, session_id),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"session {session_id} does not exist")
+        return int(row[0]) - count
 
     async def enqueue_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
         with self._write() as db:
@@ -591,7 +630,7 @@ class SqliteStore:
 
     async def mark_processed(self, session_id: str, event_id: str) -> EventRecord:
         with self._write() as db:
-            before, position = self._load_state(db, session_id)
+            before, position = self._load_state(db, session_id, 1)
             row = db.execute(
                 "SELECT * FROM events WHERE id = ? AND session_id = ? AND position IS NULL",
                 (event_id, session_id),
@@ -606,7 +645,7 @@ class SqliteStore:
             )
             body = json.loads(row["body"])
             after = reduce(before, row["type"], body, processed_at)
-            self._save_state(db, session_id, before, after, position)
+            self._save_state(db, session_id, before, after)
         return EventRecord(event_id, session_id, row["type"], body, position, processed_at)
 
     async def list_events(
@@ -665,3 +704,213 @@ class SqliteStore:
             (session_id, position, limit),
         ).fetchall()
         return [self._event(row) for row in rows]
+
+    # --- vaults and credentials ------------------------------------------------------------------
+
+    @staticmethod
+    def _vault(row: sqlite3.Row) -> VaultRecord:
+        return VaultRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            body=json.loads(row["body"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    @staticmethod
+    def _credential(row: sqlite3.Row) -> CredentialRecord:
+        return CredentialRecord(
+            id=row["id"],
+            workspace_id=row["workspace_id"],
+            vault_id=row["vault_id"],
+            identity=row["identity"],
+            body=json.loads(row["body"]),
+            secret=row["secret"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            archived_at=row["archived_at"],
+        )
+
+    async def insert_vault(self, vault: VaultRecord) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO vaults (id, workspace_id, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (vault.id, vault.workspace_id, _dumps(vault.body), vault.created_at, vault.updated_at),
+            )
+
+    async def update_vault(self, vault: VaultRecord) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE vaults SET body = ?, updated_at = ? WHERE workspace_id = ? AND id = ?",
+                (_dumps(vault.body), vault.updated_at, vault.workspace_id, vault.id),
+            )
+
+    async def get_vault(self, workspace_id: str, vault_id: str) -> VaultRecord | None:
+        row = self._one("SELECT * FROM vaults WHERE workspace_id = ? AND id = ?", (workspace_id, vault_id))
+        return self._vault(row) if row else None
+
+    async def list_vaults(self, workspace_id: str, *, include_archived: bool, limit: int, cursor: Json | None) -> Page:
+        where = ["workspace_id = ?"]
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        return self._keyset_page(
+            "SELECT * FROM vaults",
+            where,
+            [workspace_id],
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._vault,
+        )
+
+    async def delete_vault(self, workspace_id: str, vault_id: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM vault_credentials WHERE workspace_id = ? AND vault_id = ?", (workspace_id, vault_id)
+            )
+            db.execute("DELETE FROM vaults WHERE workspace_id = ? AND id = ?", (workspace_id, vault_id))
+
+    async def archive_vault(self, workspace_id: str, vault_id: str, archived_at: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE vault_credentials SET archived_at = ?, updated_at = ?, secret = NULL "
+                "WHERE workspace_id = ? AND vault_id = ? AND archived_at IS NULL",
+                (archived_at, archived_at, workspace_id, vault_id),
+            )
+            db.execute(
+                "UPDATE vaults SET archived_at = COALESCE(archived_at, ?), updated_at = ? "
+                "WHERE workspace_id = ? AND id = ?",
+                (archived_at, archived_at, workspace_id, vault_id),
+            )
+
+    async def insert_credential(self, credential: CredentialRecord) -> bool:
+        try:
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO vault_credentials (id, workspace_id, vault_id, identity, body, secret, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        credential.id,
+                        credential.workspace_id,
+                        credential.vault_id,
+                        credential.identity,
+                        _dumps(credential.body),
+                        credential.secret,
+                        credential.created_at,
+                        credential.updated_at,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    async def update_credential(self, credential: CredentialRecord) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE vault_credentials SET body = ?, secret = ?, updated_at = ? "
+                "WHERE workspace_id = ? AND vault_id = ? AND id = ? AND archived_at IS NULL",
+                (
+                    _dumps(credential.body),
+                    credential.secret,
+                    credential.updated_at,
+                    credential.workspace_id,
+                    credential.vault_id,
+                    credential.id,
+                ),
+            )
+        return cursor.rowcount == 1
+
+    async def get_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> CredentialRecord | None:
+        row = self._one(
+            "SELECT * FROM vault_credentials WHERE workspace_id = ? AND vault_id = ? AND id = ?",
+            (workspace_id, vault_id, credential_id),
+        )
+        return self._credential(row) if row else None
+
+    async def list_credentials(
+        self, workspace_id: str, vault_id: str, *, include_archived: bool, limit: int, cursor: Json | None
+    ) -> Page:
+        where = ["workspace_id = ?", "vault_id = ?"]
+        if not include_archived:
+            where.append("archived_at IS NULL")
+        return self._keyset_page(
+            "SELECT * FROM vault_credentials",
+            where,
+            [workspace_id, vault_id],
+            key_columns=("created_at", "id"),
+            order="desc",
+            limit=limit,
+            cursor=cursor,
+            to_item=self._credential,
+        )
+
+    async def delete_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM vault_credentials WHERE workspace_id = ? AND vault_id = ? AND id = ?",
+                (workspace_id, vault_id, credential_id),
+            )
+
+    async def archive_credential(self, workspace_id: str, vault_id: str, credential_id: str, archived_at: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE vault_credentials SET archived_at = ?, updated_at = ?, secret = NULL "
+                "WHERE workspace_id = ? AND vault_id = ? AND id = ? AND archived_at IS NULL",
+                (archived_at, archived_at, workspace_id, vault_id, credential_id),
+            )
+
+    async def live_credentials(self, workspace_id: str, vault_ids: list[str]) -> list[CredentialRecord]:
+        if not vault_ids:
+            return []
+        rows = self._db.execute(
+            "SELECT c.* FROM vault_credentials c JOIN vaults v ON v.id = c.vault_id "
+            f"WHERE c.workspace_id = ? AND c.vault_id IN ({', '.join('?' for _ in vault_ids)}) "
+            "AND c.archived_at IS NULL AND v.archived_at IS NULL ORDER BY c.created_at, c.id",
+            (workspace_id, *vault_ids),
+        ).fetchall()
+        return [self._credential(row) for row in rows]
+
+
+class _Checkpointer:
+    """Checkpoints the WAL from a background thread every `CHECKPOINT_EVERY_WRITES` writes (and when idle).
+
+    PASSIVE checkpoints never block the writer; the WAL restarts from its beginning at the first write after
+    a checkpoint that caught up, so it stays a few megabytes. A failed checkpoint (disk full, say) is logged and
+    tried again; the writes themselves report their own failures.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._writes = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        self._writes += 1
+        if self._writes >= CHECKPOINT_EVERY_WRITES:
+            self._writes = 0
+            self._wake.set()
+
+    def stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            while not self._stopping:
+                self._wake.wait(CHECKPOINT_IDLE_SECONDS)
+                self._wake.clear()
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint of %s failed (will retry): %s", self._path, exc)
+        finally:
+            db.close()

@@ -41,6 +41,10 @@ _STATUS_BY_EVENT = {
 }
 
 
+# The only event types `reduce` looks at: any other event leaves the state as it was, whatever it was.
+STATE_EVENT_TYPES = frozenset({*_STATUS_BY_EVENT, "span.model_request_end"})
+
+
 def _seconds_between(start: str, end: str) -> float:
     return max(0.0, (parse_rfc3339(end) - parse_rfc3339(start)).total_seconds())
 

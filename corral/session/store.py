@@ -13,6 +13,7 @@ from corral.errors import ApiError
 from corral.session.records import (
     AgentRecord,
     ApiKeyRecord,
+    CredentialRecord,
     EnvironmentRecord,
     EventRecord,
     Json,
@@ -20,6 +21,7 @@ from corral.session.records import (
     Page,
     SessionRecord,
     TimeBounds,
+    VaultRecord,
 )
 
 
@@ -172,6 +174,53 @@ class Store(Protocol):
 
     async def events_after(self, session_id: str, position: int, limit: int) -> list[EventRecord]:
         """Processed events after `position`, in order (how streams catch up and replay)."""
+        ...
+
+    # --- vaults and credentials (secrets arrive encrypted; the store never sees them in the clear) ---------
+    async def insert_vault(self, vault: VaultRecord) -> None: ...
+
+    async def update_vault(self, vault: VaultRecord) -> None:
+        """Store a new body and updated_at."""
+        ...
+
+    async def get_vault(self, workspace_id: str, vault_id: str) -> VaultRecord | None: ...
+
+    async def list_vaults(self, workspace_id: str, *, include_archived: bool, limit: int, cursor: Json | None) -> Page:
+        """Newest first."""
+        ...
+
+    async def delete_vault(self, workspace_id: str, vault_id: str) -> None:
+        """Remove the vault and every credential in it."""
+        ...
+
+    async def archive_vault(self, workspace_id: str, vault_id: str, archived_at: str) -> None:
+        """Archive the vault and every live credential in it, purging their secrets."""
+        ...
+
+    async def insert_credential(self, credential: CredentialRecord) -> bool:
+        """False when the vault already has a live credential with the same `identity`."""
+        ...
+
+    async def update_credential(self, credential: CredentialRecord) -> bool:
+        """Store a new body, secret and updated_at; False if the credential is archived or gone."""
+        ...
+
+    async def get_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> CredentialRecord | None: ...
+
+    async def list_credentials(
+        self, workspace_id: str, vault_id: str, *, include_archived: bool, limit: int, cursor: Json | None
+    ) -> Page:
+        """Newest first."""
+        ...
+
+    async def delete_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> None: ...
+
+    async def archive_credential(self, workspace_id: str, vault_id: str, credential_id: str, archived_at: str) -> None:
+        """Archive the credential and purge its secret."""
+        ...
+
+    async def live_credentials(self, workspace_id: str, vault_ids: list[str]) -> list[CredentialRecord]:
+        """The live credentials of the live vaults among `vault_ids`, oldest first (what a session may use)."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -1,14 +1,21 @@
-"""Fixtures for conformance tests: one fake model and one real `corral serve`, driven by the official SDK."""
+"""Fixtures for conformance tests: one fake model and one real `corral serve`, driven by the official SDK.
+
+Tests that use `server` run once per storage adapter (`--store`, see tests/conftest.py): against a server on
+SQLite, then against one on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anthropic
 import pytest
 
 from tests.support.fake_model import FakeModel
 from tests.support.server import CorralServer
+
+# Environment for a `CorralServer` whose store is new and empty, on the adapter of the test's `store_kind`.
+StoreEnv = Callable[[], dict[str, str]]
 
 
 @pytest.fixture(scope="session")
@@ -18,8 +25,18 @@ def fake_model() -> Iterator[FakeModel]:
 
 
 @pytest.fixture(scope="session")
-def server(fake_model: FakeModel) -> Iterator[CorralServer]:
-    with CorralServer(model_url=fake_model.url) as running:
+def new_store_env(store_kind: str, request: pytest.FixtureRequest) -> StoreEnv:
+    """Makes the environment of a server with a store of its own: SQLite in its data dir, or a new PostgreSQL
+    database (dropped at the end of the run). Keep the environment to restart a server on the same store."""
+    if store_kind == "sqlite":
+        return dict
+    postgres = request.getfixturevalue("postgres_server")
+    return lambda: {"CORRAL_DATABASE_URL": postgres.create_database()}
+
+
+@pytest.fixture(scope="session")
+def server(fake_model: FakeModel, new_store_env: StoreEnv) -> Iterator[CorralServer]:
+    with CorralServer(model_url=fake_model.url, env=new_store_env()) as running:
         yield running
 
 

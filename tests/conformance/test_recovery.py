@@ -13,6 +13,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from tests.conformance.conftest import StoreEnv
 from tests.support.fake_model import FakeModel
 from tests.support.live_events import LiveEvents, all_events, types_of, user_message
 from tests.support.server import CorralServer
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def crashable(fake_model: FakeModel) -> Iterator[CorralServer]:
-    server = CorralServer(model_url=fake_model.url)
+def crashable(fake_model: FakeModel, new_store_env: StoreEnv) -> Iterator[CorralServer]:
+    """A server with a store of its own (SQLite, or a new PostgreSQL database), restartable on the same store."""
+    server = CorralServer(model_url=fake_model.url, env=new_store_env())
     with server:
         yield server
 
@@ -44,11 +46,16 @@ def wait_for_request(fake_model: FakeModel, count: int, timeout: float = 10.0) -
         time.sleep(0.01)
 
 
-def wait_idle(client: anthropic.Anthropic, session_id: str, timeout: float = 20.0) -> list[Any]:
+def wait_idle(client: anthropic.Anthropic, session_id: str, timeout: float = 20.0, turns: int = 1) -> list[Any]:
+    """The session's events once it has gone idle `turns` times."""
     deadline = time.monotonic() + timeout
     while True:
         events = all_events(client, session_id)
-        if events and events[-1].type == "session.status_idle":
+        if (
+            events
+            and events[-1].type == "session.status_idle"
+            and types_of(events).count("session.status_idle") >= turns
+        ):
             return events
         assert time.monotonic() < deadline, f"session never went idle: {types_of(events)}"
         time.sleep(0.05)
@@ -112,7 +119,12 @@ def test_a_tool_call_cut_by_a_crash_gets_an_error_result_and_is_not_rerun(
     assert types.index("session.status_rescheduled") < types.index("agent.tool_result")
     assert types.count("agent.tool_use") == 1
     assert_consistent(events)
-    assert ran.read_text() == "ran\n"  # it ran once, before the crash, and was not run again
+    # It ran once, before the crash, and was not run again. Read through the sandbox: a workspace is a
+    # filesystem image, mounted on the host only while its session uses it.
+    fake_model.script({"tool_use": {"name": "bash", "input": {"command": "cat /workspace/runs.txt"}}})
+    client.beta.sessions.events.send(session.id, events=[user_message("how many runs?")])
+    results = [event for event in wait_idle(client, session.id, turns=2) if event.type == "agent.tool_result"]
+    assert results[-1].content[0].text == "ran\n"
 
 
 def test_a_message_acknowledged_just_before_a_crash_is_processed_after_restart(

@@ -138,7 +138,6 @@ def test_create_snapshot_does_not_follow_later_agent_updates(client, agent, envi
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("vault_ids", ["vlt_011CZkZDLs7fYzm1hXNPeRjv"]),
         ("resources", [{"type": "file", "file_id": "file_011CNha8iCJcU1wXNR6q4V8w"}]),
         ("budget", {"type": "limit", "max_list_cost": {"amount": "2500", "currency": "USD"}}),
     ],

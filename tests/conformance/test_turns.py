@@ -20,6 +20,8 @@ from tests.support.live_events import LiveEvents, all_events, run_turn, types_of
 from tests.support.server import CorralServer
 
 WORKSPACE_TOOLS = {"bash", "read", "write", "edit", "glob", "grep"}
+# web_fetch runs in the server; web_search is not offered, as this server has no search backend configured.
+OFFERED_TOOLS = WORKSPACE_TOOLS | {"web_fetch"}
 WEATHER_TOOL = {
     "type": "custom",
     "name": "get_weather",
@@ -195,14 +197,14 @@ def test_model_request_carries_the_agent_system_prompt(client: anthropic.Anthrop
     assert body["model"] == "claude-sonnet-4-6"
 
 
-def test_model_request_offers_exactly_the_six_workspace_tools(
+def test_model_request_offers_the_workspace_tools_and_web_fetch_but_no_unconfigured_web_search(
     client: anthropic.Anthropic, session: Any, fake_model: FakeModel
 ) -> None:
     run_turn(client, session.id, [user_message("hello")])
 
     (body,) = model_bodies(fake_model)
     names = [tool["name"] for tool in body["tools"]]
-    assert sorted(names) == sorted(WORKSPACE_TOOLS)
+    assert sorted(names) == sorted(OFFERED_TOOLS)
     assert all(tool["input_schema"]["type"] == "object" for tool in body["tools"])
 
 
@@ -321,7 +323,7 @@ def test_a_disabled_tool_is_not_offered_to_the_model(client: anthropic.Anthropic
     run_turn(client, session.id, [user_message("hello")])
 
     (body,) = model_bodies(fake_model)
-    assert sorted(tool["name"] for tool in body["tools"]) == sorted(WORKSPACE_TOOLS - {"bash"})
+    assert sorted(tool["name"] for tool in body["tools"]) == sorted(OFFERED_TOOLS - {"bash"})
 
 
 def test_a_call_to_a_disabled_tool_is_denied_with_an_error_result(client: anthropic.Anthropic) -> None:

@@ -48,8 +48,14 @@ class CorralServer:
             **base_env,
             "CORRAL_API_KEY": api_key,
             "CORRAL_MODEL_RETRY_DELAY": "0.01",
+            "CORRAL_MCP_RETRY_DELAY": "0.01",
             "CORRAL_SSE_PING_SECONDS": "1",
             "CORRAL_LOG_LEVEL": "warning",
+            # Suites make hundreds of requests a minute with one key: no HTTP-edge limits unless a test sets them.
+            "CORRAL_RATE_LIMIT_CREATE": "0",
+            "CORRAL_RATE_LIMIT_OTHER": "0",
+            "CORRAL_RATE_LIMIT_ENVIRONMENTS": "0",
+            "CORRAL_MAX_RUNNING_SESSIONS": "0",
         }
         if model_url:
             self.env.update({"ANTHROPIC_BASE_URL": model_url, "ANTHROPIC_API_KEY": "sk-ant-fake-model-key"})
@@ -117,3 +123,46 @@ class CorralServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.cleanup()
+
+
+WORKER_READY = b"running brains on"
+
+
+class CorralWorker(CorralServer):
+    """A `corral worker` subprocess: brains only, no HTTP API. Needs CORRAL_DATABASE_URL (PostgreSQL) in `env`.
+
+    It takes every `corral serve` setting; `node_id` names it in session leases. It is ready once it logs that
+    it runs brains (after its cluster listener is up and its first sweep is done), so it logs at info level.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        model_url: str | None = None,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        super().__init__(model_url=model_url, data_dir=data_dir, env=env, args=args)
+        self.node_id = node_id
+        self.env["CORRAL_LOG_LEVEL"] = "info"
+        self.log_path = self.data_dir / f"worker-{node_id}.log"
+
+    def start(self, timeout: float = 20.0) -> CorralWorker:
+        command = [str(CORRAL_BIN), "worker", "--data-dir", str(self.data_dir), "--node-id", self.node_id, *self.args]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"corral worker exited with {self.process.returncode}:\n{self.log()}")
+            if WORKER_READY in self.log_path.read_bytes()[offset:]:
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"corral worker did not start in {timeout}s:\n{self.log()}")
+
+    def __enter__(self) -> CorralWorker:
+        return self.start()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from corral.config import ModelRoute, Settings, default_routes, load_config_file, parse_routes
+from corral.config import ModelRoute, Settings, default_routes, load_config_file, parse_routes, parse_size
 
 
 def route_entry(**overrides: Any) -> dict[str, Any]:
@@ -116,3 +116,21 @@ def test_load_config_file_without_routes_has_no_model_routes(tmp_path: Path) -> 
     path.write_text("[server]\nport = 9001\n")
 
     assert load_config_file(path) == {"port": 9001}
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512M", 512 * 1024**2), ("2G", 2 * 1024**3), ("1.5GiB", 3 * 1024**3 // 2), ("10g", 10 * 1024**3), ("4096", 4096)],
+)
+def test_sizes_are_read_in_binary_units(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["none", "0", "unlimited"])
+def test_a_size_of_none_or_zero_means_no_limit(text: str) -> None:
+    assert parse_size(text) is None
+
+
+def test_a_size_that_is_not_one_is_refused_with_examples() -> None:
+    with pytest.raises(ValueError, match="such as 512M"):
+        parse_size("lots")

@@ -112,8 +112,8 @@ def test_the_model_is_offered_only_enabled_workspace_tools() -> None:
         assert definition["input_schema"]["type"] == "object"
 
 
-def test_the_model_is_never_offered_web_fetch_or_web_search_even_when_enabled() -> None:
-    toolset = resolve_toolset(
+def web_toolset() -> dict[str, Any]:
+    return resolve_toolset(
         {
             "type": TOOLSET_TYPE,
             "default_config": {"enabled": False},
@@ -121,7 +121,19 @@ def test_the_model_is_never_offered_web_fetch_or_web_search_even_when_enabled() 
         }
     )
 
-    assert model_tool_definitions([toolset]) == []
+
+def test_enabled_web_tools_are_not_offered_when_the_hands_cannot_run_them() -> None:
+    assert model_tool_definitions([web_toolset()]) == []
+
+
+def test_web_search_is_offered_only_when_the_hands_can_run_it() -> None:
+    fetch_only = model_tool_definitions([web_toolset()], frozenset({"web_fetch"}))
+    both = model_tool_definitions([web_toolset()], frozenset({"web_fetch", "web_search"}))
+
+    assert [definition["name"] for definition in fetch_only] == ["web_fetch"]
+    assert [definition["name"] for definition in both] == ["web_fetch", "web_search"]
+    assert both[0]["input_schema"]["required"] == ["url"]
+    assert both[1]["input_schema"]["required"] == ["query"]
 
 
 def test_custom_tools_are_offered_alongside_enabled_builtins_with_their_input_schema() -> None:

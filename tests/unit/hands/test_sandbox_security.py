@@ -1,8 +1,13 @@
-"""From inside a session's sandbox, the host stays out of reach: every attempt below must fail."""
+"""From inside a session's sandbox, the host stays out of reach: every attempt below must fail.
+
+The sandboxes here are configured as the server configures them: bubblewrap as the sandbox user, a cgroup
+each, and a loop-mounted workspace image each.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from corral.hands.bubblewrap import BubblewrapLauncher
+from corral.hands.cgroups import CgroupTree
 from corral.hands.local import LocalHandsProvider
+from corral.hands.volumes import ImageVolumes
 
 
 @pytest.fixture
@@ -24,13 +31,23 @@ def data_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-async def provider(data_dir: Path) -> AsyncIterator[LocalHandsProvider]:
+def cgroups() -> Iterator[CgroupTree]:
+    tree = CgroupTree.detect()
+    yield tree
+    tree.remove()
+
+
+@pytest.fixture
+async def provider(data_dir: Path, cgroups: CgroupTree) -> AsyncIterator[LocalHandsProvider]:
     # No skip: a machine without a working bubblewrap must fail this suite loudly (scripts/setup installs it).
-    launcher = BubblewrapLauncher.detect(data_dir / "workspaces")
-    identity = launcher.identity
+    root = data_dir / "workspaces"
+    launcher = BubblewrapLauncher.detect(root, cgroups=cgroups, tmp_size=64 * 1024**2)
+    owner = (launcher.identity.uid, launcher.identity.gid)
     (data_dir / "corral.db").write_text("the server database")
     (data_dir / "corral.db").chmod(0o600)
-    provider = LocalHandsProvider(data_dir / "workspaces", launcher=launcher, owner=(identity.uid, identity.gid))
+    (data_dir / "config.toml").write_text('[server]\napi_key = "sk-corral-config-secret"\n')
+    volumes = ImageVolumes.detect(root, 64 * 1024**2, owner)
+    provider = LocalHandsProvider(root, launcher=launcher, owner=owner, volumes=volumes)
     yield provider
     await provider.close()
 
@@ -126,3 +143,78 @@ async def test_capabilities_are_dropped(provider: LocalHandsProvider) -> None:
 async def test_setuid_binaries_do_not_grant_root(provider: LocalHandsProvider) -> None:
     output, _ = await bash(provider, "su -c id root </dev/null; sudo -n id; id -u")
     assert output.strip().splitlines()[-1] != "0"
+
+
+async def test_proc_1_root_leads_only_to_the_sandboxs_own_root(provider: LocalHandsProvider, data_dir: Path) -> None:
+    output, failed = await bash(
+        provider, f"for p in /proc/[0-9]*; do cat $p/root{data_dir}/corral.db; ls $p/root/root; done"
+    )
+    assert failed
+    assert "the server database" not in output
+
+
+async def test_processes_outside_the_sandbox_cannot_be_traced(provider: LocalHandsProvider) -> None:
+    await bash(provider, "true", session_id="sesn_b")
+    neighbour = provider.for_session("sesn_b")._shell.pid
+    trace = (
+        "import ctypes, os, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "for pid in map(int, sys.argv[1:]):\n"
+        "    print(pid, 'attached' if libc.ptrace(16, pid, 0, 0) == 0 else 'refused')\n"  # PTRACE_ATTACH
+        "    try:\n"
+        "        print(pid, 'mem', len(open(f'/proc/{pid}/mem', 'rb').read(1)))\n"
+        "    except OSError as exc:\n"
+        "        print(pid, 'mem refused', exc.errno)\n"
+    )
+    output, _ = await bash(provider, f"python3 -c {shlex.quote(trace)} {os.getpid()} {neighbour}")
+    assert "attached" not in output
+    assert " mem 1" not in output
+    assert output.count("refused") == 4
+
+
+async def test_nested_user_namespaces_are_refused(provider: LocalHandsProvider) -> None:
+    output, failed = await bash(provider, "unshare --user --map-root-user id")
+    assert failed
+    assert "uid=0" not in output
+
+
+async def test_sys_is_not_visible(provider: LocalHandsProvider) -> None:
+    output, failed = await bash(provider, "ls /sys; cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert failed
+    assert "No such file or directory" in output
+
+
+async def test_the_sandbox_cannot_change_its_own_limits(provider: LocalHandsProvider, cgroups: CgroupTree) -> None:
+    attempts = (
+        "echo max > /sys/fs/cgroup/pids/pids.max",
+        "mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg && echo max > /tmp/cg/pids.max",
+        "mount -t cgroup -o pids none /tmp/cg && echo max > /tmp/cg/pids.max",
+        "echo $$ > /proc/self/cgroup",
+    )
+    for attempt in attempts:
+        _, failed = await bash(provider, attempt)
+        assert failed, attempt
+    limit = cgroups.session("sesn_a").dirs["pids"] / "pids.max"
+    assert limit.read_text().strip() == str(cgroups.limits.pids)
+
+
+async def test_block_devices_are_not_reachable(provider: LocalHandsProvider) -> None:
+    # The workspaces are loop devices: a sandbox reading one would read another session's files.
+    await bash(provider, "true", session_id="sesn_b")
+    listing, _ = await bash(provider, "ls /dev")
+    assert not any(name.startswith(("loop", "vd", "sd", "nvme")) for name in listing.split())
+    output, failed = await bash(provider, "head -c 1 /dev/loop0 /dev/vda /dev/sda")
+    assert failed
+    assert output.count("No such file or directory") == 3
+
+
+async def test_mounting_anything_is_refused(provider: LocalHandsProvider) -> None:
+    output, failed = await bash(provider, "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m && echo mounted")
+    assert failed
+    assert "mounted" not in output.split()
+
+
+async def test_the_server_config_file_is_not_readable(provider: LocalHandsProvider, data_dir: Path) -> None:
+    output, failed = await bash(provider, f"cat {data_dir}/config.toml")
+    assert failed
+    assert "sk-corral-config-secret" not in output

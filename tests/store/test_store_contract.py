@@ -1,19 +1,16 @@
-"""The SQLite store honours the `Store` contract: event log order, derived session state, listings, scoping."""
+"""Every storage adapter honours the `Store` contract: event log order, derived session state, listings,
+scoping, leases. Each test runs once per adapter (SQLite, PostgreSQL; see tests/store/conftest.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import shutil
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
 
-import corral.session.sqlite as sqlite_module
-from corral.clock import rfc3339
 from corral.session.records import (
     AgentRecord,
     ApiKeyRecord,
@@ -24,45 +21,12 @@ from corral.session.records import (
     SessionRecord,
     TimeBounds,
 )
-from corral.session.sqlite import SqliteStore
 from corral.session.state import empty_usage
+from corral.session.store import Store
+from tests.store.conftest import StoreOpener, ts
 
 WS = "ws_main"
 OTHER_WS = "ws_other"
-BASE = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def ts(seconds: float) -> str:
-    return rfc3339(BASE + timedelta(seconds=seconds))
-
-
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The store's clock ticks one second per reading, so timestamps are distinct and ordered."""
-    ticks = itertools.count(1_000)
-    monkeypatch.setattr(sqlite_module, "now_rfc3339", lambda: ts(next(ticks)))
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, already-WAL database file: copying it is far cheaper than building one per test."""
-    path = tmp_path_factory.mktemp("template") / "corral.db"
-    asyncio.run(SqliteStore(path).close())
-    return path
-
-
-@pytest.fixture
-def db_path(tmp_path: Path, template_db: Path) -> Path:
-    path = tmp_path / "corral.db"
-    shutil.copy(template_db, path)
-    return path
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(db_path)
-    yield store
-    await store.close()
 
 
 def session_record(
@@ -125,13 +89,13 @@ def ids(items: list[Any]) -> list[str]:
     return [item.id for item in items]
 
 
-async def list_events(store: SqliteStore, session_id: str = "sess_1", **kwargs: Any) -> Page:
+async def list_events(store: Store, session_id: str = "sess_1", **kwargs: Any) -> Page:
     options: dict[str, Any] = {"types": [], "processed": TimeBounds(), "order": "asc", "limit": 100, "cursor": None}
     options.update(kwargs)
     return await store.list_events(session_id, **options)
 
 
-async def list_sessions(store: SqliteStore, workspace_id: str = WS, **kwargs: Any) -> Page:
+async def list_sessions(store: Store, workspace_id: str = WS, **kwargs: Any) -> Page:
     options: dict[str, Any] = {
         "agent_id": None,
         "agent_version": None,
@@ -159,7 +123,7 @@ async def walk(fetch: Callable[[dict[str, Any] | None], Any]) -> list[Page]:
 
 
 @pytest.fixture
-async def session(store: SqliteStore) -> str:
+async def session(store: Store) -> str:
     await store.insert_session(session_record("sess_1"))
     return "sess_1"
 
@@ -167,23 +131,21 @@ async def session(store: SqliteStore) -> str:
 # --- the event log -----------------------------------------------------------------------------------
 
 
-async def test_append_events_assigns_consecutive_positions_across_appends(store: SqliteStore, session: str) -> None:
+async def test_append_events_assigns_consecutive_positions_across_appends(store: Store, session: str) -> None:
     first = await store.append_events(session, [message("e1"), note("e2")])
     second = await store.append_events(session, [note("e3")])
 
     assert [record.position for record in first + second] == [1, 2, 3]
 
 
-async def test_append_events_sets_processed_at_on_every_event(store: SqliteStore, session: str) -> None:
+async def test_append_events_sets_processed_at_on_every_event(store: Store, session: str) -> None:
     records = await store.append_events(session, [message("e1"), note("e2")])
 
     assert all(record.processed_at for record in records)
     assert records[0].processed_at <= records[1].processed_at  # type: ignore[operator]
 
 
-async def test_appended_events_become_wire_dicts_with_type_id_body_and_processed_at(
-    store: SqliteStore, session: str
-) -> None:
+async def test_appended_events_become_wire_dicts_with_type_id_body_and_processed_at(store: Store, session: str) -> None:
     [record] = await store.append_events(session, [message("e1", "hello")])
 
     assert record.to_wire() == {
@@ -194,7 +156,7 @@ async def test_appended_events_become_wire_dicts_with_type_id_body_and_processed
     }
 
 
-async def test_listed_events_equal_what_append_returned(store: SqliteStore, session: str) -> None:
+async def test_listed_events_equal_what_append_returned(store: Store, session: str) -> None:
     appended = await store.append_events(session, [message("e1"), note("e2")])
 
     page = await list_events(store)
@@ -202,7 +164,7 @@ async def test_listed_events_equal_what_append_returned(store: SqliteStore, sess
     assert [record.to_wire() for record in page.items] == [record.to_wire() for record in appended]
 
 
-async def test_enqueued_events_have_no_position_or_processed_at(store: SqliteStore, session: str) -> None:
+async def test_enqueued_events_have_no_position_or_processed_at(store: Store, session: str) -> None:
     queued = await store.enqueue_events(session, [message("q1")])
     stored = await store.find_event(session, "q1")
 
@@ -210,21 +172,21 @@ async def test_enqueued_events_have_no_position_or_processed_at(store: SqliteSto
     assert stored is not None and (stored.position, stored.processed_at) == (None, None)
 
 
-async def test_enqueued_events_are_not_listed_until_processed(store: SqliteStore, session: str) -> None:
+async def test_enqueued_events_are_not_listed_until_processed(store: Store, session: str) -> None:
     await store.append_events(session, [note("e1")])
     await store.enqueue_events(session, [message("q1")])
 
     assert ids((await list_events(store)).items) == ["e1"]
 
 
-async def test_queued_events_come_back_in_send_order(store: SqliteStore, session: str) -> None:
+async def test_queued_events_come_back_in_send_order(store: Store, session: str) -> None:
     await store.enqueue_events(session, [message("q1"), message("q2")])
     await store.enqueue_events(session, [message("q3")])
 
     assert ids(await store.queued_events(session)) == ["q1", "q2", "q3"]
 
 
-async def test_mark_processed_removes_the_event_from_the_queue(store: SqliteStore, session: str) -> None:
+async def test_mark_processed_removes_the_event_from_the_queue(store: Store, session: str) -> None:
     await store.enqueue_events(session, [message("q1"), message("q2"), message("q3")])
 
     await store.mark_processed(session, "q2")
@@ -232,9 +194,7 @@ async def test_mark_processed_removes_the_event_from_the_queue(store: SqliteStor
     assert ids(await store.queued_events(session)) == ["q1", "q3"]
 
 
-async def test_a_queued_event_processed_after_later_appends_is_listed_after_them(
-    store: SqliteStore, session: str
-) -> None:
+async def test_a_queued_event_processed_after_later_appends_is_listed_after_them(store: Store, session: str) -> None:
     await store.enqueue_events(session, [message("q1")])
     await store.append_events(session, [note("e1"), note("e2")])
 
@@ -245,9 +205,7 @@ async def test_a_queued_event_processed_after_later_appends_is_listed_after_them
     assert ids((await list_events(store)).items) == ["e1", "e2", "q1"]
 
 
-async def test_mark_processed_of_an_event_that_is_not_queued_raises_lookup_error(
-    store: SqliteStore, session: str
-) -> None:
+async def test_mark_processed_of_an_event_that_is_not_queued_raises_lookup_error(store: Store, session: str) -> None:
     await store.append_events(session, [note("e1")])
 
     with pytest.raises(LookupError):
@@ -257,7 +215,7 @@ async def test_mark_processed_of_an_event_that_is_not_queued_raises_lookup_error
 # --- derived session state ---------------------------------------------------------------------------
 
 
-async def test_status_follows_appended_status_events(store: SqliteStore, session: str) -> None:
+async def test_status_follows_appended_status_events(store: Store, session: str) -> None:
     [running] = await store.append_events(session, [NewEvent("s1", "session.status_running")])
     during = await store.get_session(WS, session)
     await store.append_events(session, [NewEvent("s2", "session.status_idle")])
@@ -267,7 +225,7 @@ async def test_status_follows_appended_status_events(store: SqliteStore, session
     assert after is not None and (after.status, after.running_since) == ("idle", None)
 
 
-async def test_a_queued_status_event_changes_status_only_when_processed(store: SqliteStore, session: str) -> None:
+async def test_a_queued_status_event_changes_status_only_when_processed(store: Store, session: str) -> None:
     await store.enqueue_events(session, [NewEvent("s1", "session.status_terminated")])
     before = await store.get_session(WS, session)
     await store.mark_processed(session, "s1")
@@ -277,7 +235,7 @@ async def test_a_queued_status_event_changes_status_only_when_processed(store: S
     assert after is not None and after.status == "terminated"
 
 
-async def test_active_seconds_add_up_the_time_between_running_and_idle(store: SqliteStore, session: str) -> None:
+async def test_active_seconds_add_up_the_time_between_running_and_idle(store: Store, session: str) -> None:
     [run1] = await store.append_events(session, [NewEvent("s1", "session.status_running")])
     [idle1] = await store.append_events(session, [NewEvent("s2", "session.status_idle")])
     [run2] = await store.append_events(session, [NewEvent("s3", "session.status_running")])
@@ -293,7 +251,7 @@ async def test_active_seconds_add_up_the_time_between_running_and_idle(store: Sq
     assert stored is not None and stored.active_seconds == pytest.approx(expected)
 
 
-async def test_usage_sums_model_usage_of_model_request_end_spans(store: SqliteStore, session: str) -> None:
+async def test_usage_sums_model_usage_of_model_request_end_spans(store: Store, session: str) -> None:
     usage = {
         "input_tokens": 10,
         "output_tokens": 5,
@@ -321,7 +279,7 @@ async def test_usage_sums_model_usage_of_model_request_end_spans(store: SqliteSt
 # --- listing events ----------------------------------------------------------------------------------
 
 
-async def test_list_events_filters_by_type(store: SqliteStore, session: str) -> None:
+async def test_list_events_filters_by_type(store: Store, session: str) -> None:
     await store.append_events(session, [message("u1"), note("a1"), message("u2")])
 
     page = await list_events(store, types=["user.message"])
@@ -329,7 +287,7 @@ async def test_list_events_filters_by_type(store: SqliteStore, session: str) -> 
     assert ids(page.items) == ["u1", "u2"]
 
 
-async def test_list_events_desc_returns_newest_first(store: SqliteStore, session: str) -> None:
+async def test_list_events_desc_returns_newest_first(store: Store, session: str) -> None:
     await store.append_events(session, [note("e1"), note("e2"), note("e3")])
 
     page = await list_events(store, order="desc")
@@ -337,7 +295,7 @@ async def test_list_events_desc_returns_newest_first(store: SqliteStore, session
     assert ids(page.items) == ["e3", "e2", "e1"]
 
 
-async def test_list_events_only_lists_the_sessions_own_events(store: SqliteStore, session: str) -> None:
+async def test_list_events_only_lists_the_sessions_own_events(store: Store, session: str) -> None:
     await store.insert_session(session_record("sess_2"))
     await store.append_events(session, [note("e1")])
     await store.append_events("sess_2", [note("x1")])
@@ -346,9 +304,7 @@ async def test_list_events_only_lists_the_sessions_own_events(store: SqliteStore
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
-async def test_list_events_pages_cover_the_log_with_no_gap_or_duplicate(
-    store: SqliteStore, session: str, order: str
-) -> None:
+async def test_list_events_pages_cover_the_log_with_no_gap_or_duplicate(store: Store, session: str, order: str) -> None:
     await store.append_events(session, [note(f"e{n}") for n in range(7)])
     everything = ids((await list_events(store, order=order)).items)
 
@@ -359,7 +315,7 @@ async def test_list_events_pages_cover_the_log_with_no_gap_or_duplicate(
 
 
 async def test_list_events_has_no_next_cursor_when_the_page_ends_exactly_at_the_last_event(
-    store: SqliteStore, session: str
+    store: Store, session: str
 ) -> None:
     await store.append_events(session, [note("e1"), note("e2")])
 
@@ -369,7 +325,7 @@ async def test_list_events_has_no_next_cursor_when_the_page_ends_exactly_at_the_
     assert page.next_cursor is None
 
 
-async def test_list_events_pages_with_a_type_filter_skip_other_types(store: SqliteStore, session: str) -> None:
+async def test_list_events_pages_with_a_type_filter_skip_other_types(store: Store, session: str) -> None:
     await store.append_events(session, [message("u1"), note("a1"), message("u2"), note("a2"), message("u3")])
 
     pages = await walk(lambda cursor: list_events(store, types=["user.message"], limit=2, cursor=cursor))
@@ -377,7 +333,7 @@ async def test_list_events_pages_with_a_type_filter_skip_other_types(store: Sqli
     assert [ids(page.items) for page in pages] == [["u1", "u2"], ["u3"]]
 
 
-async def test_list_events_honours_processed_time_bounds(store: SqliteStore, session: str) -> None:
+async def test_list_events_honours_processed_time_bounds(store: Store, session: str) -> None:
     records = await store.append_events(session, [note(f"e{n}") for n in range(5)])
     stamps = [record.processed_at for record in records]
 
@@ -391,7 +347,7 @@ async def test_list_events_honours_processed_time_bounds(store: SqliteStore, ses
 # --- agents ------------------------------------------------------------------------------------------
 
 
-async def test_add_agent_version_succeeds_when_the_expected_version_is_current(store: SqliteStore) -> None:
+async def test_add_agent_version_succeeds_when_the_expected_version_is_current(store: Store) -> None:
     await store.insert_agent(agent_record("agent_1", 1))
 
     assert await store.add_agent_version(agent_record("agent_1", 2), expected_version=1) is True
@@ -400,7 +356,7 @@ async def test_add_agent_version_succeeds_when_the_expected_version_is_current(s
 
 
 async def test_add_agent_version_with_a_stale_expected_version_returns_false_and_changes_nothing(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await store.insert_agent(agent_record("agent_1", 1))
     await store.add_agent_version(agent_record("agent_1", 2), expected_version=1)
@@ -411,7 +367,7 @@ async def test_add_agent_version_with_a_stale_expected_version_returns_false_and
     assert latest is not None and latest.body["name"] == "agent_1 v2"
 
 
-async def test_get_agent_with_a_version_returns_that_version(store: SqliteStore) -> None:
+async def test_get_agent_with_a_version_returns_that_version(store: Store) -> None:
     await store.insert_agent(agent_record("agent_1", 1))
     await store.add_agent_version(agent_record("agent_1", 2), expected_version=1)
 
@@ -422,7 +378,7 @@ async def test_get_agent_with_a_version_returns_that_version(store: SqliteStore)
     assert missing is None
 
 
-async def test_list_agent_versions_lists_newest_first(store: SqliteStore) -> None:
+async def test_list_agent_versions_lists_newest_first(store: Store) -> None:
     await store.insert_agent(agent_record("agent_1", 1))
     for version in (2, 3):
         await store.add_agent_version(agent_record("agent_1", version), expected_version=version - 1)
@@ -432,7 +388,7 @@ async def test_list_agent_versions_lists_newest_first(store: SqliteStore) -> Non
     assert [agent.version for agent in page.items] == [3, 2, 1]
 
 
-async def test_list_agent_versions_pages_without_gap_or_duplicate(store: SqliteStore) -> None:
+async def test_list_agent_versions_pages_without_gap_or_duplicate(store: Store) -> None:
     await store.insert_agent(agent_record("agent_1", 1))
     for version in (2, 3, 4, 5):
         await store.add_agent_version(agent_record("agent_1", version), expected_version=version - 1)
@@ -442,7 +398,7 @@ async def test_list_agent_versions_pages_without_gap_or_duplicate(store: SqliteS
     assert [[agent.version for agent in page.items] for page in pages] == [[5, 4], [3, 2], [1]]
 
 
-async def test_list_agents_excludes_archived_agents_unless_asked(store: SqliteStore) -> None:
+async def test_list_agents_excludes_archived_agents_unless_asked(store: Store) -> None:
     await store.insert_agent(agent_record("agent_1", created=1))
     await store.insert_agent(agent_record("agent_2", created=2))
     await store.archive_agent(WS, "agent_1", ts(10))
@@ -455,7 +411,7 @@ async def test_list_agents_excludes_archived_agents_unless_asked(store: SqliteSt
     assert every.items[1].archived_at == ts(10)
 
 
-async def test_list_agents_shows_each_agent_once_at_its_latest_version(store: SqliteStore) -> None:
+async def test_list_agents_shows_each_agent_once_at_its_latest_version(store: Store) -> None:
     await store.insert_agent(agent_record("agent_1", 1))
     await store.add_agent_version(agent_record("agent_1", 2), expected_version=1)
 
@@ -467,20 +423,20 @@ async def test_list_agents_shows_each_agent_once_at_its_latest_version(store: Sq
 # --- environments ------------------------------------------------------------------------------------
 
 
-async def test_insert_environment_refuses_a_duplicate_name_in_the_same_workspace(store: SqliteStore) -> None:
+async def test_insert_environment_refuses_a_duplicate_name_in_the_same_workspace(store: Store) -> None:
     assert await store.insert_environment(environment_record("env_1", "dev")) is True
 
     assert await store.insert_environment(environment_record("env_2", "dev")) is False
     assert await store.get_environment(WS, "env_2") is None
 
 
-async def test_insert_environment_allows_the_same_name_in_another_workspace(store: SqliteStore) -> None:
+async def test_insert_environment_allows_the_same_name_in_another_workspace(store: Store) -> None:
     await store.insert_environment(environment_record("env_1", "dev"))
 
     assert await store.insert_environment(environment_record("env_2", "dev", workspace_id=OTHER_WS)) is True
 
 
-async def test_update_environment_refuses_a_rename_onto_another_environments_name(store: SqliteStore) -> None:
+async def test_update_environment_refuses_a_rename_onto_another_environments_name(store: Store) -> None:
     await store.insert_environment(environment_record("env_1", "alpha"))
     await store.insert_environment(environment_record("env_2", "beta"))
 
@@ -491,7 +447,7 @@ async def test_update_environment_refuses_a_rename_onto_another_environments_nam
     assert unchanged is not None and unchanged.name == "beta"
 
 
-async def test_update_environment_renames_to_a_free_name(store: SqliteStore) -> None:
+async def test_update_environment_renames_to_a_free_name(store: Store) -> None:
     await store.insert_environment(environment_record("env_1", "alpha"))
 
     assert await store.update_environment(environment_record("env_1", "gamma")) is True
@@ -503,7 +459,7 @@ async def test_update_environment_renames_to_a_free_name(store: SqliteStore) -> 
 
 
 @pytest.fixture
-async def five_sessions(store: SqliteStore) -> list[str]:
+async def five_sessions(store: Store) -> list[str]:
     # Two share a created_at, so the id breaks the tie.
     for session_id, created in (("sess_a", 1), ("sess_b", 2), ("sess_c", 2), ("sess_d", 3), ("sess_e", 4)):
         await store.insert_session(session_record(session_id, created=created))
@@ -512,7 +468,7 @@ async def five_sessions(store: SqliteStore) -> list[str]:
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 async def test_list_sessions_walks_forward_with_next_cursors_and_back_with_prev_cursors(
-    store: SqliteStore, five_sessions: list[str], order: str
+    store: Store, five_sessions: list[str], order: str
 ) -> None:
     expected = five_sessions if order == "asc" else five_sessions[::-1]
 
@@ -528,7 +484,7 @@ async def test_list_sessions_walks_forward_with_next_cursors_and_back_with_prev_
 
 
 async def test_list_sessions_next_cursor_of_a_page_reached_backwards_leads_forward_again(
-    store: SqliteStore, five_sessions: list[str]
+    store: Store, five_sessions: list[str]
 ) -> None:
     forward = await walk(lambda cursor: list_sessions(store, limit=2, cursor=cursor))
     back = await list_sessions(store, limit=2, cursor=forward[-1].prev_cursor)
@@ -538,7 +494,7 @@ async def test_list_sessions_next_cursor_of_a_page_reached_backwards_leads_forwa
     assert ids(again.items) == ids(forward[-1].items)
 
 
-async def test_list_sessions_filters_by_status(store: SqliteStore) -> None:
+async def test_list_sessions_filters_by_status(store: Store) -> None:
     for session_id in ("sess_a", "sess_b", "sess_c"):
         await store.insert_session(session_record(session_id))
     await store.append_events("sess_b", [NewEvent("s1", "session.status_running")])
@@ -549,7 +505,7 @@ async def test_list_sessions_filters_by_status(store: SqliteStore) -> None:
     assert ids(page.items) == ["sess_b", "sess_c"]
 
 
-async def test_list_sessions_filters_by_agent_id(store: SqliteStore) -> None:
+async def test_list_sessions_filters_by_agent_id(store: Store) -> None:
     await store.insert_session(session_record("sess_a", agent_id="agent_1", created=1))
     await store.insert_session(session_record("sess_b", agent_id="agent_2", created=2))
     await store.insert_session(session_record("sess_c", agent_id="agent_1", created=3))
@@ -559,14 +515,14 @@ async def test_list_sessions_filters_by_agent_id(store: SqliteStore) -> None:
     assert ids(page.items) == ["sess_a", "sess_c"]
 
 
-async def test_list_sessions_only_lists_the_workspaces_sessions(store: SqliteStore) -> None:
+async def test_list_sessions_only_lists_the_workspaces_sessions(store: Store) -> None:
     await store.insert_session(session_record("sess_a"))
     await store.insert_session(session_record("sess_b", workspace_id=OTHER_WS))
 
     assert ids((await list_sessions(store)).items) == ["sess_a"]
 
 
-async def test_get_session_without_a_workspace_finds_a_session_of_any_workspace(store: SqliteStore) -> None:
+async def test_get_session_without_a_workspace_finds_a_session_of_any_workspace(store: Store) -> None:
     await store.insert_session(session_record("sess_a", workspace_id=OTHER_WS))
 
     found = await store.get_session(None, "sess_a")
@@ -574,7 +530,7 @@ async def test_get_session_without_a_workspace_finds_a_session_of_any_workspace(
     assert found is not None and found.workspace_id == OTHER_WS
 
 
-async def test_delete_session_removes_the_session_and_its_events(store: SqliteStore, session: str) -> None:
+async def test_delete_session_removes_the_session_and_its_events(store: Store, session: str) -> None:
     await store.insert_session(session_record("sess_2"))
     await store.append_events(session, [note("e1")])
     await store.enqueue_events(session, [message("q1")])
@@ -588,7 +544,7 @@ async def test_delete_session_removes_the_session_and_its_events(store: SqliteSt
     assert ids((await list_events(store, "sess_2")).items) == ["x1"]
 
 
-async def test_sessions_with_work_lists_sessions_with_queued_events_or_left_running(store: SqliteStore) -> None:
+async def test_sessions_with_work_lists_sessions_with_queued_events_or_left_running(store: Store) -> None:
     for session_id in ("sess_queued", "sess_running", "sess_idle", "sess_done"):
         await store.insert_session(session_record(session_id))
     await store.enqueue_events("sess_queued", [message("q1")])
@@ -604,18 +560,18 @@ async def test_sessions_with_work_lists_sessions_with_queued_events_or_left_runn
 # --- workspace scoping -------------------------------------------------------------------------------
 
 
-async def test_get_session_from_another_workspace_is_not_found(store: SqliteStore, session: str) -> None:
+async def test_get_session_from_another_workspace_is_not_found(store: Store, session: str) -> None:
     assert await store.get_session(OTHER_WS, session) is None
 
 
-async def test_get_agent_from_another_workspace_is_not_found(store: SqliteStore) -> None:
+async def test_get_agent_from_another_workspace_is_not_found(store: Store) -> None:
     await store.insert_agent(agent_record("agent_1"))
 
     assert await store.get_agent(OTHER_WS, "agent_1") is None
     assert await store.get_agent(OTHER_WS, "agent_1", version=1) is None
 
 
-async def test_get_environment_from_another_workspace_is_not_found(store: SqliteStore) -> None:
+async def test_get_environment_from_another_workspace_is_not_found(store: Store) -> None:
     await store.insert_environment(environment_record("env_1", "dev"))
 
     assert await store.get_environment(OTHER_WS, "env_1") is None
@@ -625,19 +581,19 @@ async def test_get_environment_from_another_workspace_is_not_found(store: Sqlite
 
 
 @pytest.fixture
-async def api_key(store: SqliteStore) -> ApiKeyRecord:
+async def api_key(store: Store) -> ApiKeyRecord:
     await store.create_workspace(WS, "main")
     key = ApiKeyRecord(id="key_1", workspace_id=WS, hint="sk-...abcd", created_at=ts(0))
     await store.add_api_key(key, "hash-1")
     return key
 
 
-async def test_find_api_key_finds_a_key_by_its_hash(store: SqliteStore, api_key: ApiKeyRecord) -> None:
+async def test_find_api_key_finds_a_key_by_its_hash(store: Store, api_key: ApiKeyRecord) -> None:
     assert await store.find_api_key("hash-1") == api_key
     assert await store.find_api_key("hash-2") is None
 
 
-async def test_a_revoked_api_key_is_no_longer_found(store: SqliteStore, api_key: ApiKeyRecord) -> None:
+async def test_a_revoked_api_key_is_no_longer_found(store: Store, api_key: ApiKeyRecord) -> None:
     assert await store.revoke_api_key(api_key.id) is True
 
     assert await store.find_api_key("hash-1") is None
@@ -645,17 +601,136 @@ async def test_a_revoked_api_key_is_no_longer_found(store: SqliteStore, api_key:
     assert listed.revoked_at is not None
 
 
-async def test_revoking_a_key_twice_reports_false_the_second_time(store: SqliteStore, api_key: ApiKeyRecord) -> None:
+async def test_revoking_a_key_twice_reports_false_the_second_time(store: Store, api_key: ApiKeyRecord) -> None:
     await store.revoke_api_key(api_key.id)
 
     assert await store.revoke_api_key(api_key.id) is False
 
 
-# --- durability --------------------------------------------------------------------------------------
+# --- concurrency -------------------------------------------------------------------------------------
 
 
-async def test_a_new_store_on_the_same_file_sees_everything_written_before(db_path: Path) -> None:
-    first = SqliteStore(db_path)
+async def test_concurrent_appends_to_one_session_get_distinct_consecutive_positions(store: Store, session: str) -> None:
+    batches = await asyncio.gather(*(store.append_events(session, [note(f"e{n}a"), note(f"e{n}b")]) for n in range(10)))
+
+    positions = sorted(record.position for batch in batches for record in batch if record.position is not None)
+    assert positions == list(range(1, 21))
+    for batch in batches:
+        assert [record.position for record in batch][1] == batch[0].position + 1  # type: ignore[operator]
+    assert await store.last_position(session) == 20
+
+
+async def test_concurrent_appends_keep_the_derived_state_of_every_event(store: Store, session: str) -> None:
+    spans = [
+        NewEvent(f"m{n}", "span.model_request_end", {"model_usage": {"input_tokens": 1, "output_tokens": 2}})
+        for n in range(10)
+    ]
+
+    await asyncio.gather(*(store.append_events(session, [span]) for span in spans))
+
+    stored = await store.get_session(WS, session)
+    assert stored is not None and (stored.usage["input_tokens"], stored.usage["output_tokens"]) == (10, 20)
+
+
+async def test_appending_to_a_missing_session_raises_lookup_error_and_stores_nothing(store: Store) -> None:
+    with pytest.raises(LookupError):
+        await store.append_events("sess_missing", [note("e1")])
+
+    assert await store.find_event("sess_missing", "e1") is None
+
+
+# --- reading the log as streams do -------------------------------------------------------------------
+
+
+async def test_last_position_is_the_newest_processed_events_position(store: Store, session: str) -> None:
+    assert await store.last_position(session) == 0
+    await store.append_events(session, [note("e1"), note("e2")])
+    await store.enqueue_events(session, [message("q1")])
+
+    assert await store.last_position(session) == 2
+    assert await store.last_position("sess_missing") == 0
+
+
+async def test_events_after_returns_processed_events_after_a_position_in_order(store: Store, session: str) -> None:
+    await store.append_events(session, [note(f"e{n}") for n in range(1, 6)])
+    await store.enqueue_events(session, [message("q1")])
+
+    assert ids(await store.events_after(session, 2, limit=2)) == ["e3", "e4"]
+    assert ids(await store.events_after(session, 4, limit=10)) == ["e5"]
+    assert await store.events_after(session, 5, limit=10) == []
+
+
+async def test_conversation_events_returns_the_given_types_after_a_position(store: Store, session: str) -> None:
+    await store.append_events(session, [message("u1"), note("a1"), NewEvent("s1", "session.status_idle")])
+    await store.append_events(session, [message("u2")])
+
+    assert ids(await store.conversation_events(session, ("user.message", "agent.message"))) == ["u1", "a1", "u2"]
+    assert ids(await store.conversation_events(session, ("user.message",), after_position=1)) == ["u2"]
+
+
+# --- leases ------------------------------------------------------------------------------------------
+
+
+async def test_a_lease_is_refused_to_another_owner_while_it_is_live(store: Store, session: str) -> None:
+    assert await store.acquire_lease(session, "node-a", 60) is True
+
+    assert await store.acquire_lease(session, "node-b", 60) is False
+
+
+async def test_the_owner_of_a_lease_renews_it(store: Store, session: str) -> None:
+    await store.acquire_lease(session, "node-a", 60)
+
+    assert await store.acquire_lease(session, "node-a", 60) is True
+
+
+async def test_a_released_lease_can_be_taken_by_another_owner(store: Store, session: str) -> None:
+    await store.acquire_lease(session, "node-a", 60)
+
+    await store.release_lease(session, "node-a")
+
+    assert await store.acquire_lease(session, "node-b", 60) is True
+
+
+async def test_releasing_another_owners_lease_changes_nothing(store: Store, session: str) -> None:
+    await store.acquire_lease(session, "node-a", 60)
+
+    await store.release_lease(session, "node-b")
+
+    assert await store.acquire_lease(session, "node-b", 60) is False
+
+
+async def test_an_expired_lease_can_be_taken_by_another_owner(store: Store, session: str) -> None:
+    await store.acquire_lease(session, "node-a", 0)
+
+    assert await store.acquire_lease(session, "node-b", 60) is True
+    assert await store.acquire_lease(session, "node-a", 60) is False
+
+
+async def test_sessions_with_work_leaves_out_sessions_another_owner_holds_a_live_lease_on(store: Store) -> None:
+    for session_id in ("sess_free", "sess_mine", "sess_theirs", "sess_expired"):
+        await store.insert_session(session_record(session_id))
+        await store.enqueue_events(session_id, [message(f"q_{session_id}")])
+    await store.acquire_lease("sess_mine", "node-a", 60)
+    await store.acquire_lease("sess_theirs", "node-b", 60)
+    await store.acquire_lease("sess_expired", "node-b", 0)
+
+    assert sorted(await store.sessions_with_work("node-a")) == ["sess_expired", "sess_free", "sess_mine"]
+
+
+async def test_delete_session_removes_its_lease(store: Store, session: str) -> None:
+    await store.acquire_lease(session, "node-a", 60)
+
+    await store.delete_session(session)
+    await store.insert_session(session_record(session))
+
+    assert await store.acquire_lease(session, "node-b", 60) is True
+
+
+# --- durability and sharing --------------------------------------------------------------------------
+
+
+async def test_a_new_store_on_the_same_database_sees_everything_written_before(open_store: StoreOpener) -> None:
+    first = await open_store()
     await first.create_workspace(WS, "main")
     key = ApiKeyRecord(id="key_1", workspace_id=WS, hint="sk-...abcd", created_at=ts(0))
     await first.add_api_key(key, "hash-1")
@@ -668,7 +743,7 @@ async def test_a_new_store_on_the_same_file_sees_everything_written_before(db_pa
     session_before = await first.get_session(WS, "sess_1")
     await first.close()
 
-    second = SqliteStore(db_path)
+    second = await open_store()
     try:
         assert await second.find_api_key("hash-1") == key
         agent = await second.get_agent(WS, "agent_1")
@@ -683,3 +758,20 @@ async def test_a_new_store_on_the_same_file_sees_everything_written_before(db_pa
         assert next_event.position == 3
     finally:
         await second.close()
+
+
+async def test_two_stores_on_one_database_append_to_one_log_without_clashing(
+    open_store: StoreOpener, store: Store, session: str
+) -> None:
+    other = await open_store()
+    try:
+        mine, theirs = await asyncio.gather(
+            store.append_events(session, [note(f"a{n}") for n in range(5)]),
+            other.append_events(session, [note(f"b{n}") for n in range(5)]),
+        )
+    finally:
+        await other.close()
+
+    listed = (await list_events(store)).items
+    assert sorted(ids(listed)) == sorted(ids(mine) + ids(theirs))
+    assert [record.position for record in listed] == list(range(1, 11))

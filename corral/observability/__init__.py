@@ -1,0 +1,1 @@
+"""Operating a running server: Prometheus metrics, structured logs and OpenTelemetry traces."""

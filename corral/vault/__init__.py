@@ -1,0 +1,1 @@
+"""Vaults: credentials that sessions use without ever holding them (encryption at rest, matching, injection)."""
