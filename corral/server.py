@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Any
 
 import click
 import uvicorn
@@ -17,11 +18,11 @@ from corral.brain.scheduler import Brain
 from corral.config import Settings
 from corral.hands.bubblewrap import BubblewrapLauncher, RefusingLauncher
 from corral.hands.cgroups import CgroupTree, Limits, format_bytes
-from corral.hands.egress import EgressProxy
+from corral.hands.egress import CredentialSource, EgressProxy
 from corral.hands.local import LocalHandsProvider
 from corral.hands.netpolicy import AddressPolicy, parse_allow_addresses
 from corral.hands.packages import PackageCache
-from corral.hands.provision import Provisioner
+from corral.hands.provision import ErrorReporter, Provisioner
 from corral.hands.shell import LocalShellLauncher, SandboxUnavailable
 from corral.hands.volumes import DirectoryVolumes, ImageVolumes, RefusingVolumes, WorkspaceVolumes
 from corral.hands.web import BRAVE_API_KEY_ENV, BraveBackend, SearchBackend, SearxngBackend, WebTools
@@ -31,7 +32,7 @@ from corral.models.router import ModelRouter
 from corral.runtime import Runtime
 from corral.session.cluster import Cluster, PostgresCluster, SingleNode
 from corral.session.fanout import EventBus
-from corral.session.log import SessionLog
+from corral.session.log import SessionLog, new_event
 from corral.session.open_store import open_store
 from corral.session.postgres import PostgresStore, psycopg_conninfo
 from corral.session.store import Store
@@ -41,12 +42,15 @@ from corral.vault.crypto import SecretBox, load_or_create_key
 log = logging.getLogger("corral")
 
 
-def build_hands(settings: Settings) -> LocalHandsProvider:
+def build_hands(
+    settings: Settings, *, credentials: CredentialSource | None = None, report: ErrorReporter | None = None
+) -> LocalHandsProvider:
     """Workspaces under the data dir; shells in bubblewrap with per-session limits.
 
     What cannot be provided as configured is refused with the reason and its fix, at start (logged) and in
     every tool call it affects; nothing silently runs with less confinement than asked for. Sandboxes that a
-    crashed predecessor left running are killed here.
+    crashed predecessor left running are killed here. `credentials` and `report` are the provisioner's (the
+    sessions' vault credentials for the egress proxy; where a credential's unreachable host is reported).
     """
     limits = settings.sandbox_limits
     root = settings.workspaces_dir
@@ -90,7 +94,7 @@ def build_hands(settings: Settings) -> LocalHandsProvider:
         owner=owner,
         volumes=volumes,
         idle_timeout_s=limits.idle_timeout_s,
-        provisioner=build_provisioner(settings, web.addresses, owner),
+        provisioner=build_provisioner(settings, web.addresses, owner, credentials=credentials, report=report),
         web=web,
     )
 
@@ -109,11 +113,20 @@ def build_web_tools(settings: Settings) -> WebTools:
     return WebTools(addresses, backend)
 
 
-def build_provisioner(settings: Settings, addresses: AddressPolicy, owner: tuple[int, int] | None) -> Provisioner:
+def build_provisioner(
+    settings: Settings,
+    addresses: AddressPolicy,
+    owner: tuple[int, int] | None,
+    *,
+    credentials: CredentialSource | None = None,
+    report: ErrorReporter | None = None,
+) -> Provisioner:
     """Environments applied to sandboxes: the egress proxy's sockets and the package cache in the data dir."""
     return Provisioner(
-        egress=EgressProxy(settings.data_dir / "egress", addresses, owner=owner),
+        egress=EgressProxy(settings.data_dir / "egress", addresses, owner=owner, credentials=credentials),
         packages=PackageCache(settings.data_dir / "packages", run_as=owner),
+        credentials=credentials,
+        report=report,
     )
 
 
@@ -135,9 +148,13 @@ async def build_runtime(settings: Settings) -> Runtime:
     store = await open_store(settings.store_url)
     bus = EventBus()
     session_log = SessionLog(store, bus)
-    hands = build_hands(settings)
-    models = ModelRouter(settings)
     vault = VaultAccess(store, SecretBox(load_or_create_key(settings.secret_key, settings.data_dir)))
+
+    async def report(session_id: str, error: dict[str, Any]) -> None:
+        await session_log.append(session_id, new_event("session.error", error=error))
+
+    hands = build_hands(settings, credentials=vault.session_environment_secrets, report=report)
+    models = ModelRouter(settings)
     brain = Brain(session_log, hands, models, settings, mcp=McpHub(settings.mcp, vault))
     cluster: Cluster = (
         PostgresCluster(psycopg_conninfo(store.url)) if isinstance(store, PostgresStore) else SingleNode()

@@ -111,6 +111,8 @@ class SessionWorker:
             await self._append(new_event("session.status_running"))
             self.awaiting |= set(self.view.pending)
             self.needs_model = self.conversation.awaits_reply and not self.view.pending
+        elif self.view.unanswered_message() and not self.view.pending:
+            self.needs_model = True  # the brain that took the message died before it could start the turn
         elif self._paused_at_budget() and not over_budget(self.settings.prices, session.body, session.usage):
             # The budget was raised or removed: the turn it paused goes on.
             self.needs_model = self.conversation.awaits_reply and not self.view.pending
@@ -151,11 +153,12 @@ class SessionWorker:
             if self.needs_model and not self.view.pending:
                 await self._run_turn()
                 continue
-            if not progressed:
-                break
-        await self._settle()
+            if not progressed and await self._settle():
+                return
 
-    async def _settle(self) -> None:
+    async def _settle(self) -> bool:
+        """Idle with what is left to do; False (no idle) when the calls the model waited on were all answered
+        since the last look (a client may answer the moment it sees a call): the loop then goes on."""
         await self._sync()
         pending = list(self.view.pending)
         if pending:
@@ -163,8 +166,11 @@ class SessionWorker:
             if self.running or set(pending) != set(self.view.waited_for()):
                 self.awaiting = set(pending)
                 await self._idle({"type": "requires_action", "event_ids": pending})
+        elif self.awaiting:
+            return False
         elif self.running:
             await self._idle(self.stop_reason)
+        return True
 
     async def _idle(self, stop_reason: Json) -> None:
         session = await self.store.get_session(None, self.session_id)

@@ -122,6 +122,13 @@ class Brain:
                 await self._store.release_lease(session_id, self.node_id)
         finally:
             self._tasks.pop(session_id, None)
+            # A wake that came after the worker's last look (while it let go of the lease) found it still listed
+            # and only marked it; nothing else would look again (an answered custom tool call is not queued work
+            # that a sweep finds), so start over for it, unless this worker is being cancelled.
+            current = asyncio.current_task()
+            if session_id in self._rewake and not (current is not None and current.cancelling()):
+                self._rewake.discard(session_id)
+                self.wake(session_id)
 
     async def _keep_lease(self, session_id: str, worker: asyncio.Task[None] | None) -> None:
         """Renew the lease while the worker runs; if it is lost, stop the worker (another brain took over)."""

@@ -42,6 +42,8 @@ class SessionView:
     # Calls the brain runs itself that have no result yet (the turn's work, or a crash's leftovers).
     open_calls: dict[str, EventRecord] = field(default_factory=dict)
     last_idle: EventRecord | None = None
+    # Where the newest processed user.message is: a message after the last idle has not been answered.
+    last_message_position: int = 0
     position: int = 0
 
     def apply(self, event: EventRecord) -> None:
@@ -51,6 +53,8 @@ class SessionView:
             (self.pending if asks_client(event) else self.open_calls)[event.id] = event
         elif event.type == "session.status_idle":
             self.last_idle = event
+        elif event.type == "user.message" and event.position is not None:
+            self.last_message_position = event.position
         answered = _answered_call(event)
         if answered is not None:
             call = self.pending.pop(answered, None)
@@ -72,6 +76,11 @@ class SessionView:
     async def sync(self, store: Store, session_id: str) -> None:
         for event in await store.conversation_events(session_id, VIEW_TYPES, after_position=self.position):
             self.apply(event)
+
+    def unanswered_message(self) -> bool:
+        """A message was processed after the last idle, yet no turn is running on it (its brain died)."""
+        idle_position = self.last_idle.position or 0 if self.last_idle is not None else 0
+        return self.last_message_position > idle_position
 
     def waited_for(self) -> list[str]:
         """The call ids of the last idle, if it was `requires_action`."""

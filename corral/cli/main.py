@@ -327,7 +327,9 @@ def serve(
         sse_ping_seconds=sse_ping_seconds,
         sandbox="none" if sandbox == "none" else "bubblewrap",
         sandbox_limits=sandbox_limits,
-        node_id=node_id or f"{socket.gethostname()}:{port}",
+        # A worker has no port of its own: its pid keeps two workers on one host from sharing an id.
+        node_id=node_id
+        or (f"{socket.gethostname()}:worker:{os.getpid()}" if brain_only else f"{socket.gethostname()}:{port}"),
         lease_ttl_seconds=lease_ttl,
         database_url=_store_url(data_dir, database_url) if database_url else None,
         operations=operations,

@@ -10,6 +10,15 @@ absolute-URI requests (`GET http://host/path`, plain HTTP, one request per conne
 the host against the session's `HostRules`, resolves the name itself, keeps only public addresses
 (`AddressPolicy`) and connects to exactly the address it checked. A refusal is a `403` whose body says
 why and how to allow it, and a log line.
+
+Vault credentials of type `environment_variable` (spec §10): the sandbox's variable holds only a placeholder
+(`corral.vault.credentials.placeholder_for`). In a plain-HTTP request to a host that both the environment
+and the credential's `networking` allow, the proxy puts the real value where the placeholder appears: in
+header values (`injection_location.header`) and in the body (`.body`; bodies up to `_BODY_LIMIT` are read
+whole and re-sent with a new Content-Length, larger ones pass unchanged). It reads the credentials at each
+request, so an updated value applies at once. A CONNECT tunnel is never opened: HTTPS carries the
+placeholder unchanged (substituting there would mean intercepting TLS), so the real value never reaches
+anything the sandbox can read, but it is only applied to plain-HTTP requests.
 """
 
 from __future__ import annotations
@@ -19,13 +28,18 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from corral.hands.netpolicy import AddressPolicy, EgressRefused, HostRules, IPAddress
+from corral.hands.netpolicy import AddressPolicy, EgressRefused, HostRules, IPAddress, normalize_host
+from corral.vault.credentials import EnvironmentSecret
 
 log = logging.getLogger("corral.egress")
+
+# Session id -> its `environment_variable` credentials, read when asked (`VaultAccess.session_environment_secrets`).
+CredentialSource = Callable[[str], Awaitable[Sequence[EnvironmentSecret]]]
 
 SANDBOX_SOCKET = "/run/corral/egress.sock"
 SANDBOX_PROXY_PORT = 3128
@@ -46,6 +60,10 @@ _HOP_BY_HOP = {
     "upgrade",
 }
 _MAX_SOCKET_PATH = 107
+# A request body a credential is substituted in is read whole first, up to this size; a larger one with a
+# Content-Length passes unchanged, a larger chunked one is refused (413).
+_BODY_LIMIT = 8 * 1024 * 1024
+_BODY_TIMEOUT_S = 60.0
 
 
 class _Reject(Exception):
@@ -73,9 +91,12 @@ class EgressProxy:
         *,
         owner: tuple[int, int] | None = None,
         connect_timeout_s: float = _CONNECT_TIMEOUT_S,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.directory = directory
         self.addresses = addresses
+        # Where the sessions' `environment_variable` credentials come from (None: never substituted).
+        self.credentials = credentials
         self._owner = owner
         self._connect_timeout_s = connect_timeout_s
         self._listeners: dict[str, _Listener] = {}
@@ -200,13 +221,38 @@ class EgressProxy:
             raise _Reject(400, "Bad Request", f"bad port in {target!r}") from exc
         up_reader, up_writer = await self._connect(session_id, rules, url.hostname, port)
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        headers = [line for line in header_lines if line and line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP]
-        if not any(line.lower().startswith("host:") for line in headers):
-            headers.insert(0, f"Host: {url.netloc.rsplit('@', 1)[-1]}")
+        # The target's authority is the Host (RFC 9112 §3.2.2): what was checked is what the upstream is told.
+        headers = [f"Host: {url.netloc.rsplit('@', 1)[-1]}"]
+        headers += [line for line in header_lines if line and _name(line) not in _HOP_BY_HOP and _name(line) != "host"]
+        body = b""
+        try:
+            secrets = await self._secrets_for(session_id, url.hostname)
+            if secrets:
+                headers, body = await _substitute(session_id, url.hostname, secrets, headers, reader, writer)
+        except BaseException:
+            up_writer.close()
+            raise
         upstream_head = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""])
-        up_writer.write(upstream_head.encode("latin-1"))
+        up_writer.write(upstream_head.encode("latin-1") + body)
         await up_writer.drain()
         await _relay(reader, writer, up_reader, up_writer, tunnel=False)
+
+    async def _secrets_for(self, session_id: str, host: str) -> list[EnvironmentSecret]:
+        """The session's credentials whose value may be sent to `host`, read now (a rotated value applies)."""
+        if self.credentials is None:
+            return []
+        try:
+            secrets = await self.credentials(session_id)
+        except Exception as exc:
+            log.exception("egress: session %s: its vault credentials could not be read", session_id)
+            raise _Reject(
+                503,
+                "Service Unavailable",
+                f"Corral egress proxy: the session's vault credentials could not be read ({type(exc).__name__}); "
+                "try again",
+            ) from exc
+        target = normalize_host(host)
+        return [secret for secret in secrets if secret.applies_to(target)]
 
     async def _connect(
         self, session_id: str, rules: HostRules, host: str, port: int
@@ -238,6 +284,116 @@ class EgressProxy:
 
     async def _open(self, address: IPAddress, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.wait_for(asyncio.open_connection(str(address), port), self._connect_timeout_s)
+
+
+def _name(header_line: str) -> str:
+    return header_line.split(":", 1)[0].strip().lower()
+
+
+def _fits_in_header(value: str) -> bool:
+    """A value that can stand in a header field as it is: Latin-1, no line breaks or other control characters."""
+    return all(char == "\t" or (" " <= char <= "\xff" and char != "\x7f") for char in value)
+
+
+async def _substitute(
+    session_id: str,
+    host: str,
+    secrets: Sequence[EnvironmentSecret],
+    headers: list[str],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> tuple[list[str], bytes]:
+    """The request's headers (and its body, when it was read here) with each credential's placeholder replaced
+    by its value where the credential allows it. Logs which credentials were used, never their values."""
+    used: list[str] = []
+    substituted: list[str] = []
+    for line in headers:
+        name, sep, value = line.partition(":")
+        for secret in secrets:
+            if not secret.header or secret.placeholder not in value:
+                continue
+            if not _fits_in_header(secret.value):
+                log.warning(
+                    "egress: session %s -> %s: credential %s holds characters a header cannot carry; its placeholder "
+                    "was sent unchanged",
+                    session_id,
+                    host,
+                    secret.credential_id,
+                )
+                continue
+            value = value.replace(secret.placeholder, secret.value)
+            used.append(f"{secret.credential_id} in header {name.strip()}")
+        substituted.append(name + sep + value)
+    body = b""
+    in_body = [secret for secret in secrets if secret.body]
+    if in_body:
+        substituted, read = await _read_body(session_id, host, substituted, reader, writer)
+        if read is not None:
+            for secret in in_body:
+                placeholder = secret.placeholder.encode()
+                if placeholder in read:
+                    read = read.replace(placeholder, secret.value.encode())
+                    used.append(f"{secret.credential_id} in the body")
+            body = read
+            substituted.append(f"Content-Length: {len(body)}")
+    if used:
+        log.info("egress: session %s -> %s: substituted credential %s", session_id, host, ", ".join(used))
+    return substituted, body
+
+
+async def _read_body(
+    session_id: str, host: str, headers: list[str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> tuple[list[str], bytes | None]:
+    """Read the request's body whole, for substitution: the headers to send without its framing (the caller
+    adds the new Content-Length) and the body; None when it is left to follow as it comes (none, or too large)."""
+    values = {_name(line): line.split(":", 1)[1].strip() for line in headers if ":" in line}
+    chunked = values.get("transfer-encoding", "").lower().rsplit(",", 1)[-1].strip() == "chunked"
+    length_text = values.get("content-length")
+    if not chunked:
+        if "transfer-encoding" in values or length_text is None:
+            return headers, None  # no body (or one only the end of the connection delimits): leave it be
+        if not length_text.isdigit():
+            raise _Reject(400, "Bad Request", f"bad Content-Length {length_text[:40]!r}")
+        if int(length_text) > _BODY_LIMIT:
+            log.warning(
+                "egress: session %s -> %s: a %s-byte body is too large to substitute credentials in; sent unchanged",
+                session_id,
+                host,
+                length_text,
+            )
+            return headers, None
+    if "100-continue" in values.get("expect", "").lower():
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client may be waiting for it before it sends
+        await writer.drain()
+    framing = {"content-length", "transfer-encoding", "expect"}
+    kept = [line for line in headers if _name(line) not in framing]
+    async with asyncio.timeout(_BODY_TIMEOUT_S):
+        if not chunked:
+            return kept, await reader.readexactly(int(length_text or 0))
+        return kept, await _read_chunked(reader)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size_line = (await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip()
+        try:
+            size = int(size_line, 16)
+        except ValueError as exc:
+            raise _Reject(400, "Bad Request", "malformed chunked request body") from exc
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass  # trailer fields: dropped
+            return bytes(body)
+        if len(body) + size > _BODY_LIMIT:
+            raise _Reject(
+                413,
+                "Content Too Large",
+                f"Corral egress proxy: a chunked body over {_BODY_LIMIT} bytes cannot carry a vault credential; "
+                "send it with a Content-Length",
+            )
+        chunk = await reader.readexactly(size + 2)
+        body += chunk[:-2]
 
 
 def _split_authority(target: str) -> tuple[str, int]:

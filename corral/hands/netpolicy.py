@@ -266,6 +266,17 @@ class HostPattern:
             return host.endswith("." + self.host)
         return host == self.host
 
+    def overlaps(self, other: HostPattern) -> bool:
+        """Whether some host matches both patterns, on some port (ports are ignored)."""
+        if not self.subdomains and not other.subdomains:
+            return self.host == other.host
+        if not other.subdomains:
+            return other.host.endswith("." + self.host)
+        if not self.subdomains:
+            return self.host.endswith("." + other.host)
+        inner, outer = sorted((self.host, other.host), key=len, reverse=True)
+        return inner == outer or inner.endswith("." + outer)
+
 
 @dataclass(frozen=True)
 class HostRules:
@@ -299,6 +310,14 @@ class HostRules:
             return True
         host = normalize_host(host)
         return any(pattern.matches(host, port) for pattern in self.patterns)
+
+    def reaches(self, entry: str) -> bool:
+        """Whether any host an allowlist `entry` names (`api.example.com`, `*.example.com`) may be reached, on
+        some port: how a vault credential's `networking.allowed_hosts` is checked against the environment."""
+        if self.unrestricted:
+            return True
+        wanted = HostPattern.parse(entry)
+        return wanted is not None and any(pattern.overlaps(wanted) for pattern in self.patterns)
 
 
 def mcp_server_hosts(mcp_servers: Iterable[dict[str, Any]]) -> frozenset[str]:

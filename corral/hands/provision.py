@@ -4,24 +4,35 @@
 session) turns the environment's resolved `config` into `SandboxExtras`: the installed packages mounted
 read-only, and, when `config.networking` allows any egress, the session's proxy socket with the `socat`
 bridge and proxy variables. Packages install lazily, on the first command, never when the session is made.
+
+The session's vault credentials of type `environment_variable` become variables holding only their
+placeholders (the egress proxy puts the values in). A credential naming a host the environment's networking
+does not allow is reported once, as a `session.error` `credential_host_unreachable_error`, when the sandbox
+is first provisioned.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.egress import SANDBOX_PROXY_PORT, SANDBOX_SOCKET, EgressProxy
+from corral.hands.egress import SANDBOX_PROXY_PORT, SANDBOX_SOCKET, CredentialSource, EgressProxy
 from corral.hands.netpolicy import HostRules
 from corral.hands.packages import SANDBOX_MOUNT, PackageCache, PackageInstallError
 from corral.hands.sandbox_extras import SandboxExtras
 from corral.hands.shell import SAFE_PATH, LaunchSpec, LocalShellLauncher, SandboxUnavailable, ShellLauncher
+from corral.vault.credentials import EnvironmentSecret
 
 log = logging.getLogger("corral.hands")
+
+# (session id, `error` object): appends a `session.error` to the session's log.
+ErrorReporter = Callable[[str, dict[str, Any]], Awaitable[None]]
+# Variables every sandbox gets from the launcher itself (bubblewrap.py); a credential cannot replace them.
+_LAUNCHER_VARIABLES = frozenset({"PATH", "HOME", "LANG", "TERM"})
 
 _CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # socat bridges the sandbox's 127.0.0.1:3128 to the session's proxy socket. It runs beside the shell, in a
@@ -43,12 +54,53 @@ class ProvisionError(SandboxUnavailable):
     """The session's environment could not be applied; the message names what failed and the fix."""
 
 
-class Provisioner:
-    """Server-wide: the egress proxy (None: sandboxes never get network) and the package cache (None: none)."""
+def credential_host_errors(secrets: Sequence[EnvironmentSecret], rules: HostRules | None) -> list[dict[str, Any]]:
+    """`session.error` objects (`credential_host_unreachable_error`) for the credentials among `secrets` whose
+    `networking.allowed_hosts` name a host that `rules` (the environment's networking; None: no egress at all)
+    never let through. A credential with `unrestricted` networking names no host and is never reported."""
+    errors: list[dict[str, Any]] = []
+    for secret in secrets:
+        blocked = [h for h in secret.allowed_hosts or () if rules is None or not rules.reaches(h)]
+        if not blocked:
+            continue
+        errors.append(
+            {
+                "type": "credential_host_unreachable_error",
+                "message": (
+                    f"vault credential {secret.credential_id} ({secret.secret_name}) is for "
+                    f"{', '.join(blocked)}, which this session's environment does not let the sandbox reach "
+                    "(config.networking), so it is never used there: add the host to the environment's "
+                    "networking.allowed_hosts, or remove it from the credential"
+                ),
+                "credential_id": secret.credential_id,
+                "vault_id": secret.vault_id,
+                "retry_status": {"type": "exhausted"},
+            }
+        )
+    return errors
 
-    def __init__(self, *, egress: EgressProxy | None = None, packages: PackageCache | None = None) -> None:
+
+class Provisioner:
+    """Server-wide: the egress proxy (None: sandboxes never get network) and the package cache (None: none).
+
+    `credentials` gives a session's `environment_variable` credentials (None: sessions have none); `report`
+    records a `session.error` on a session (None: such errors are only logged).
+    """
+
+    def __init__(
+        self,
+        *,
+        egress: EgressProxy | None = None,
+        packages: PackageCache | None = None,
+        credentials: CredentialSource | None = None,
+        report: ErrorReporter | None = None,
+    ) -> None:
         self.egress = egress
         self.packages = packages
+        self.credentials = credentials
+        self.report = report
+        if egress is not None and egress.credentials is None:
+            egress.credentials = credentials
 
     def for_session(
         self, session_id: str, environment: dict[str, Any] | None, mcp_hosts: Iterable[str] = ()
@@ -76,6 +128,7 @@ class SessionSandbox:
         self._packages = environment.get("packages")
         self._launcher: _SessionLauncher | None = None
         self._prepared: SandboxExtras | None = None
+        self._reported: set[str] = set()  # credentials already reported unreachable by this server process
 
     def launcher(self, base: ShellLauncher | None) -> ShellLauncher:
         self._launcher = _SessionLauncher(base or LocalShellLauncher())
@@ -125,7 +178,43 @@ class SessionSandbox:
             # Programs with their own CA lists (node, requests) trust the host's store, as curl and git do.
             env += [("NODE_EXTRA_CA_CERTS", _CA_BUNDLE), ("REQUESTS_CA_BUNDLE", _CA_BUNDLE)]
             setup = _BRIDGE
+        env = await self._credential_variables({name for name, _ in env}) + env
         return SandboxExtras(ro_binds=tuple(binds), env=tuple(env), setup=setup)
+
+    async def _credential_variables(self, taken: set[str]) -> list[tuple[str, str]]:
+        """Each `environment_variable` credential's variable, holding its placeholder (never its value); reports
+        the credentials the environment's networking leaves unusable (once per credential)."""
+        source = self._provisioner.credentials
+        if source is None:
+            return []
+        try:
+            secrets = await source(self.session_id)
+        except Exception as exc:
+            raise ProvisionError(
+                f"the session's vault credentials could not be read ({type(exc).__name__}); try again"
+            ) from exc
+        egress = self._provisioner.egress is not None and self.rules.allows_anything
+        fresh = [secret for secret in secrets if secret.credential_id not in self._reported]
+        for error in credential_host_errors(fresh, self.rules if egress else None):
+            self._reported.add(error["credential_id"])
+            log.warning("session %s: %s", self.session_id, error["message"])
+            if self._provisioner.report is not None:
+                try:
+                    await self._provisioner.report(self.session_id, error)
+                except Exception:
+                    log.exception("session %s: could not record a credential_host_unreachable_error", self.session_id)
+        variables: list[tuple[str, str]] = []
+        for secret in secrets:
+            if secret.secret_name in taken or secret.secret_name.upper() in _LAUNCHER_VARIABLES:
+                log.warning(
+                    "session %s: vault credential %s is not given to the sandbox: it needs %s itself",
+                    self.session_id,
+                    secret.credential_id,
+                    secret.secret_name,
+                )
+                continue
+            variables.append((secret.secret_name, secret.placeholder))
+        return variables
 
     async def close(self) -> None:
         """Stop the session's egress socket (the packages stay cached for the environment)."""

@@ -57,7 +57,7 @@ from corral.session.records import (
     VaultRecord,
 )
 from corral.session.state import STATE_EVENT_TYPES, SessionState, empty_usage, reduce
-from corral.session.store import StorageUnavailable
+from corral.session.store import WORK_SQL, StorageUnavailable
 
 log = logging.getLogger("corral.session.postgres")
 
@@ -665,8 +665,7 @@ class PostgresStore:
         rows = await self._read(
             lambda conn: _all(
                 conn,
-                "SELECT id FROM (SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
-                "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL) AS work "
+                f"SELECT id FROM ({WORK_SQL}) AS work "
                 "WHERE id NOT IN "
                 f"(SELECT session_id FROM session_leases WHERE expires_at > {DB_NOW} AND owner != %s)",
                 (owner,),

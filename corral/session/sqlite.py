@@ -35,7 +35,7 @@ from corral.session.records import (
     VaultRecord,
 )
 from corral.session.state import STATE_EVENT_TYPES, SessionState, empty_usage, reduce
-from corral.session.store import StorageUnavailable
+from corral.session.store import WORK_SQL, StorageUnavailable
 
 log = logging.getLogger("corral.session.sqlite")
 
@@ -506,8 +506,7 @@ class SqliteStore:
 
     async def sessions_with_work(self, owner: str) -> list[str]:
         rows = self._db.execute(
-            "SELECT id FROM (SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
-            "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL) AS work "
+            f"SELECT id FROM ({WORK_SQL}) AS work "
             "WHERE id NOT IN (SELECT session_id FROM session_leases WHERE expires_at > ? AND owner != ?)",
             (time.time(), owner),
         ).fetchall()

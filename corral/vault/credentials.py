@@ -7,9 +7,10 @@ hands them out in objects whose `repr` shows no secret:
   first of the session's vaults (in `vault_ids` order) with a live `static_bearer` or `mcp_oauth` credential
   for that server URL wins. An `mcp_oauth` token past its `expires_at` (or rejected by the server) is
   refreshed at the credential's token endpoint when it has a refresh token, and the new token is stored.
-* the egress proxy asks `environment_secrets(session)` for the `environment_variable` credentials: each says
-  which variable the sandbox gets (holding only a placeholder), which hosts the real value may be sent to,
-  and whether it is substituted in headers and/or bodies. (The proxy does not apply them yet: see STATUS.)
+* the egress proxy asks `session_environment_secrets(session_id)` for the `environment_variable` credentials,
+  at each request (so a rotated value applies at once): each says which variable the sandbox gets (holding
+  only a placeholder), which hosts the real value may be sent to, and whether it is substituted in headers
+  and/or bodies (see `corral.hands.egress`).
 
 Secrets never enter an event, a log line or the sandbox: failures are reported by credential id and reason.
 """
@@ -83,7 +84,7 @@ class McpCredential:
 
 @dataclass(frozen=True)
 class EnvironmentSecret:
-    """An `environment_variable` credential as the egress proxy applies it (the seam for issue 3).
+    """An `environment_variable` credential as the egress proxy applies it.
 
     The sandbox's environment gets `secret_name=placeholder`; where the placeholder appears in a request to a
     host that `applies_to`, in a header (`header`) or the body (`body`), the proxy puts `value` instead.
@@ -99,6 +100,7 @@ class EnvironmentSecret:
     body: bool
 
     def applies_to(self, host: str) -> bool:
+        """Whether the value may be sent to `host` (a normalized host name or IPv4 address, no port)."""
         if self.allowed_hosts is None:
             return True
         host = host.rstrip(".").lower()
@@ -235,6 +237,14 @@ class VaultAccess:
         return McpCredential(
             credential.id, credential.vault_id, "mcp_oauth", new_secret["access_token"], can_refresh=True
         )
+
+    async def session_environment_secrets(self, session_id: str) -> list[EnvironmentSecret]:
+        """The `environment_variable` credentials of a session's vaults, read now; none for an unknown session."""
+        session = await self.store.get_session(None, session_id)
+        vault_ids = list(session.body.get("vault_ids") or []) if session is not None else []
+        if session is None or not vault_ids:
+            return []
+        return await self.environment_secrets(session.workspace_id, vault_ids)
 
     async def environment_secrets(self, workspace_id: str, vault_ids: list[str]) -> list[EnvironmentSecret]:
         """The session's `environment_variable` credentials; for a variable in several vaults, the first vault's."""

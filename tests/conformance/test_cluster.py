@@ -4,6 +4,7 @@ expires."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -88,6 +89,14 @@ def wait_idle(client: anthropic.Anthropic, session_id: str, timeout: float = 20.
             return events
         assert time.monotonic() < deadline, f"session never went idle: {types_of(events)}"
         time.sleep(0.05)
+
+
+def wait_for_model_call(fake_model: FakeModel, text: str, timeout: float = 10.0) -> None:
+    """Until a model request carrying `text` has arrived (the turn is then in its model call)."""
+    deadline = time.monotonic() + timeout
+    while not any(text in json.dumps(request) for request in fake_model.requests):
+        assert time.monotonic() < deadline, f"no model request carried {text!r}"
+        time.sleep(0.01)
 
 
 def new_session(client: anthropic.Anthropic) -> Any:
@@ -200,6 +209,7 @@ def test_a_dead_workers_turn_is_taken_over_by_the_serve_node(
             break
     else:
         raise AssertionError("the worker won none of 20 sessions")
+    wait_for_model_call(fake_model, f"takeover {attempt}")
 
     with LiveEvents(client, session.id) as live:
         worker.kill()

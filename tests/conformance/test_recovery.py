@@ -6,6 +6,7 @@ never got its result gets an error result saying the runtime restarted (it is ne
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import anthropic
 import pytest
 
+from corral.session.log import new_event
+from corral.session.open_store import open_store
 from tests.conformance.conftest import StoreEnv
 from tests.support.fake_model import FakeModel
 from tests.support.live_events import LiveEvents, all_events, types_of, user_message
@@ -164,3 +167,30 @@ def test_a_stream_reopened_with_last_event_id_replays_what_it_missed(
         replayed = live.until_idle()
 
     assert [event.id for event in replayed] == [event.id for event in events[1:]]
+
+
+def test_a_message_taken_by_a_brain_that_died_before_starting_its_turn_is_answered(
+    crashable: CorralServer, fake_model: FakeModel
+) -> None:
+    client = sdk(crashable)
+    session = new_session(client)
+    crashable.stop()
+    # What a brain leaves when it dies between taking the message and starting the turn: the message is
+    # processed, the session still idle.
+    url = crashable.env.get("CORRAL_DATABASE_URL") or f"sqlite:///{crashable.data_dir / 'corral.db'}"
+
+    async def take_message() -> None:
+        store = await open_store(url)
+        try:
+            await store.append_events(
+                session.id, [new_event("user.message", content=[{"type": "text", "text": "orphan"}])]
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(take_message())
+    crashable.start()
+    events = wait_idle(sdk(crashable), session.id)
+
+    assert types_of(events)[-1] == "session.status_idle"
+    assert next(event for event in events if event.type == "agent.message").content[0].text == "echo: orphan"

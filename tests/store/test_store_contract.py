@@ -544,8 +544,10 @@ async def test_delete_session_removes_the_session_and_its_events(store: Store, s
     assert ids((await list_events(store, "sess_2")).items) == ["x1"]
 
 
-async def test_sessions_with_work_lists_sessions_with_queued_events_or_left_running(store: Store) -> None:
-    for session_id in ("sess_queued", "sess_running", "sess_idle", "sess_done"):
+async def test_sessions_with_work_lists_queued_events_turns_left_running_and_messages_no_turn_took(
+    store: Store,
+) -> None:
+    for session_id in ("sess_queued", "sess_running", "sess_idle", "sess_done", "sess_orphan"):
         await store.insert_session(session_record(session_id))
     await store.enqueue_events("sess_queued", [message("q1")])
     await store.append_events("sess_running", [NewEvent("s1", "session.status_running")])
@@ -553,8 +555,14 @@ async def test_sessions_with_work_lists_sessions_with_queued_events_or_left_runn
     await store.append_events("sess_idle", [NewEvent("s3", "session.status_idle")])
     await store.enqueue_events("sess_done", [message("q2")])
     await store.mark_processed("sess_done", "q2")
+    await store.append_events(
+        "sess_done", [NewEvent("s4", "session.status_running"), NewEvent("s5", "session.status_idle")]
+    )
+    # A brain died between taking the message and starting its turn.
+    await store.enqueue_events("sess_orphan", [message("q3")])
+    await store.mark_processed("sess_orphan", "q3")
 
-    assert sorted(await store.sessions_with_work("node-a")) == ["sess_queued", "sess_running"]
+    assert sorted(await store.sessions_with_work("node-a")) == ["sess_orphan", "sess_queued", "sess_running"]
 
 
 # --- workspace scoping -------------------------------------------------------------------------------

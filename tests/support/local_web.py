@@ -28,6 +28,7 @@ class Request:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 class LocalWeb:
@@ -40,7 +41,15 @@ class LocalWeb:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                web.requests.append(Request("GET", self.path, {k.lower(): v for k, v in self.headers.items()}))
+                self._answer(b"")
+
+            def do_POST(self) -> None:
+                # Bodies with a Content-Length only (the egress proxy re-frames the bodies it rewrites).
+                self._answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+            def _answer(self, body: bytes) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                web.requests.append(Request(self.command, self.path, headers, body))
                 response = web.routes.get(self.path.split("?", 1)[0], Response(b"not found\n", status=404))
                 self.send_response(response.status)
                 self.send_header("Content-Type", response.content_type)
