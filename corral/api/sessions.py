@@ -292,7 +292,9 @@ async def update_session(request: Request) -> JSONResponse:
         if metadata != body.get("metadata", {}):
             body["metadata"] = changed["metadata"] = metadata
     if params.agent is not None:
-        if session.status == "running" or runtime.brain.is_active(session.id):
+        # The log decides (not whether a brain task is still winding down after its idle), so a client that
+        # acts on `session.status_idle` is never refused.
+        if session.status in ("running", "rescheduling"):
             raise Conflict(f"session {session.id} is running; interrupt it before changing its agent")
         agent = dict(body["agent"])
         agent_raw = raw["agent"] or {}
@@ -345,7 +347,7 @@ async def archive_session(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     session = await load_session(request, request.path_params["session_id"])
     if session.archived_at is None:
-        if session.status == "running" or runtime.brain.is_active(session.id):
+        if session.status in ("running", "rescheduling"):
             raise Conflict(f"session {session.id} is running; interrupt it or wait for it to idle, then archive")
         await runtime.store.archive_session(session.id, now_rfc3339())
         await runtime.hands.release(session.id)

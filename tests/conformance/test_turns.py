@@ -691,3 +691,16 @@ def test_initial_events_start_the_loop(client: anthropic.Anthropic, agent: Any, 
     assert events[0].processed_at is not None
     assert text_of(one(events, "agent.message").content) == "echo: hello from create"
     assert events[-1].stop_reason.type == "end_turn"
+
+
+def test_a_session_can_be_archived_the_moment_its_idle_arrives(
+    client: anthropic.Anthropic, agent: Any, environment: Any
+) -> None:
+    # The brain may still be letting go of the session when the idle reaches the client: that is no conflict.
+    for _ in range(5):
+        session = client.beta.sessions.create(agent=agent.id, environment_id=environment.id)
+        run_turn(client, session.id, [user_message("bash: echo hi")])
+
+        archived = client.beta.sessions.archive(session.id)
+
+        assert archived.archived_at is not None
