@@ -192,7 +192,6 @@ def run_server(settings: Settings, log_level: str) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Traversable but not listable: sandboxes reach their workspace below it; the database file is 0600.
     settings.data_dir.chmod(0o711)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     # One event loop from start to exit: the store is opened on the loop uvicorn then serves on.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(settings, log_level))

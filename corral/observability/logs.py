@@ -102,3 +102,5 @@ def configure(level: str, log_format: LogFormat) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic narrates every plugin it loads (at import) at INFO; a server start should say only what matters.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
