@@ -40,6 +40,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from corral.clock import now_rfc3339
+from corral.session import rows
 from corral.session.cluster import EVENTS_CHANNEL, WAKE_CHANNEL
 from corral.session.migrations import apply_migrations
 from corral.session.open_store import POSTGRES_SCHEMES
@@ -330,15 +331,7 @@ class PostgresStore:
             replayable=False,
         )
 
-    @staticmethod
-    def _api_key(row: DictRow) -> ApiKeyRecord:
-        return ApiKeyRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            hint=row["hint"],
-            created_at=row["created_at"],
-            revoked_at=row["revoked_at"],
-        )
+    _api_key = staticmethod(rows.api_key)
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         row = await self._read(
@@ -365,17 +358,7 @@ class PostgresStore:
         "FROM agents a JOIN agent_versions v ON v.agent_id = a.id"
     )
 
-    @staticmethod
-    def _agent(row: DictRow) -> AgentRecord:
-        return AgentRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            version=row["version"],
-            body=json.loads(row["body"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _agent = staticmethod(rows.agent)
 
     async def insert_agent(self, agent: AgentRecord) -> None:
         async def run(conn: Connection, _retrying: bool) -> None:
@@ -468,17 +451,7 @@ class PostgresStore:
 
     # --- environments ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _environment(row: DictRow) -> EnvironmentRecord:
-        return EnvironmentRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            name=row["name"],
-            body=json.loads(row["body"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _environment = staticmethod(rows.environment)
 
     async def insert_environment(self, environment: EnvironmentRecord) -> bool:
         try:
@@ -554,23 +527,7 @@ class PostgresStore:
 
     # --- sessions --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _session(row: DictRow) -> SessionRecord:
-        return SessionRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            agent_id=row["agent_id"],
-            agent_version=row["agent_version"],
-            environment_id=row["environment_id"],
-            body=json.loads(row["body"]),
-            status=row["status"],
-            usage=json.loads(row["usage"]),
-            active_seconds=row["active_seconds"],
-            running_since=row["running_since"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _session = staticmethod(rows.session)
 
     async def insert_session(self, session: SessionRecord) -> None:
         await self._execute(
@@ -688,16 +645,7 @@ class PostgresStore:
 
     # --- the event log ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _event(row: DictRow) -> EventRecord:
-        return EventRecord(
-            id=row["id"],
-            session_id=row["session_id"],
-            type=row["type"],
-            body=json.loads(row["body"]),
-            position=row["position"],
-            processed_at=row["processed_at"],
-        )
+    _event = staticmethod(rows.event)
 
     @staticmethod
     async def _allocate(conn: Connection, session_id: str, count: int) -> tuple[SessionState, int]:
@@ -927,30 +875,9 @@ class PostgresStore:
 
     # --- vaults and credentials ------------------------------------------------------------------
 
-    @staticmethod
-    def _vault(row: DictRow) -> VaultRecord:
-        return VaultRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            body=json.loads(row["body"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _vault = staticmethod(rows.vault)
 
-    @staticmethod
-    def _credential(row: DictRow) -> CredentialRecord:
-        return CredentialRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            vault_id=row["vault_id"],
-            identity=row["identity"],
-            body=json.loads(row["body"]),
-            secret=row["secret"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _credential = staticmethod(rows.credential)
 
     async def insert_vault(self, vault: VaultRecord) -> None:
         await self._execute(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.clock import now_rfc3339
+from corral.session import rows
 from corral.session.migrations import apply_migrations
 from corral.session.records import (
     AgentRecord,
@@ -176,15 +177,7 @@ class SqliteStore:
                 (key.id, key.workspace_id, key_hash, key.hint, key.created_at),
             )
 
-    @staticmethod
-    def _api_key(row: sqlite3.Row) -> ApiKeyRecord:
-        return ApiKeyRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            hint=row["hint"],
-            created_at=row["created_at"],
-            revoked_at=row["revoked_at"],
-        )
+    _api_key = staticmethod(rows.api_key)
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         row = self._one("SELECT * FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
@@ -209,17 +202,7 @@ class SqliteStore:
         "FROM agents a JOIN agent_versions v ON v.agent_id = a.id"
     )
 
-    @staticmethod
-    def _agent(row: sqlite3.Row) -> AgentRecord:
-        return AgentRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            version=row["version"],
-            body=json.loads(row["body"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _agent = staticmethod(rows.agent)
 
     async def insert_agent(self, agent: AgentRecord) -> None:
         with self._write() as db:
@@ -315,17 +298,7 @@ class SqliteStore:
 
     # --- environments ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _environment(row: sqlite3.Row) -> EnvironmentRecord:
-        return EnvironmentRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            name=row["name"],
-            body=json.loads(row["body"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _environment = staticmethod(rows.environment)
 
     async def insert_environment(self, environment: EnvironmentRecord) -> bool:
         try:
@@ -398,23 +371,7 @@ class SqliteStore:
 
     # --- sessions --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _session(row: sqlite3.Row) -> SessionRecord:
-        return SessionRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            agent_id=row["agent_id"],
-            agent_version=row["agent_version"],
-            environment_id=row["environment_id"],
-            body=json.loads(row["body"]),
-            status=row["status"],
-            usage=json.loads(row["usage"]),
-            active_seconds=row["active_seconds"],
-            running_since=row["running_since"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _session = staticmethod(rows.session)
 
     async def insert_session(self, session: SessionRecord) -> None:
         with self._write() as db:
@@ -529,16 +486,7 @@ class SqliteStore:
 
     # --- the event log ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _event(row: sqlite3.Row) -> EventRecord:
-        return EventRecord(
-            id=row["id"],
-            session_id=row["session_id"],
-            type=row["type"],
-            body=json.loads(row["body"]),
-            position=row["position"],
-            processed_at=row["processed_at"],
-        )
+    _event = staticmethod(rows.event)
 
     def _load_state(self, db: sqlite3.Connection, session_id: str, count: int) -> tuple[SessionState, int]:
         """Reserve `count` positions; returns the session's state and the position before them."""
@@ -706,30 +654,9 @@ class SqliteStore:
 
     # --- vaults and credentials ------------------------------------------------------------------
 
-    @staticmethod
-    def _vault(row: sqlite3.Row) -> VaultRecord:
-        return VaultRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            body=json.loads(row["body"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _vault = staticmethod(rows.vault)
 
-    @staticmethod
-    def _credential(row: sqlite3.Row) -> CredentialRecord:
-        return CredentialRecord(
-            id=row["id"],
-            workspace_id=row["workspace_id"],
-            vault_id=row["vault_id"],
-            identity=row["identity"],
-            body=json.loads(row["body"]),
-            secret=row["secret"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-        )
+    _credential = staticmethod(rows.credential)
 
     async def insert_vault(self, vault: VaultRecord) -> None:
         with self._write() as db:
