@@ -15,7 +15,6 @@ import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from corral.session.records import EventRecord, Json
 
@@ -186,6 +185,3 @@ class EventBus:
     def close(self) -> None:
         for session_id in list(self._subscribers):
             self.end_session(session_id)
-
-    def stats(self) -> dict[str, Any]:
-        return {"sessions": len(self._subscribers), "streams": sum(len(s) for s in self._subscribers.values())}
