@@ -93,12 +93,17 @@ class SandboxHandle(Protocol):
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """How to spawn the shell: the argv, its whole environment, its starting directory and its sandbox."""
+    """How to spawn the shell: the argv, its whole environment, its starting directory and its sandbox.
+
+    `pass_fds` are open descriptors the shell inherits under the same numbers (e.g. a seccomp program for
+    bwrap). The spec owns them: they are closed in the server once the shell has been spawned.
+    """
 
     argv: tuple[str, ...]
     env: dict[str, str]
     cwd: str | None = None
     sandbox: SandboxHandle | None = None
+    pass_fds: tuple[int, ...] = ()
 
 
 class ShellLauncher(Protocol):
@@ -361,7 +366,7 @@ class _Child:
             loop.add_reader(self._pidfd, self._reap)
 
     @classmethod
-    def spawn(cls, spec: LaunchSpec, *, stdin: int, output: int) -> _Child:
+    def spawn(cls, spec: LaunchSpec, *, stdin: int, output: int, pass_fds: tuple[int, ...] = ()) -> _Child:
         popen = subprocess.Popen(
             spec.argv,
             stdin=stdin,
@@ -369,6 +374,7 @@ class _Child:
             stderr=output,
             env=spec.env,
             cwd=spec.cwd,
+            pass_fds=(*spec.pass_fds, *pass_fds),
             # Its own session and process group: killing groups can never hit the server's.
             start_new_session=True,
         )
@@ -554,6 +560,10 @@ class BashSession:
             if spec.sandbox is not None:
                 await asyncio.to_thread(spec.sandbox.remove)
             raise
+        finally:
+            for fd in spec.pass_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     async def _start(self, spec: LaunchSpec) -> _Proc:
         loop = asyncio.get_running_loop()
