@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.hands.base import ToolResult
+from corral.hands.file_channel import FileHelper
 from corral.hands.files import FileTools
 from corral.hands.provision import Provisioner, SessionSandbox
 from corral.hands.shell import DEFAULT_TIMEOUT_S, BashSession, SandboxUnavailable, ShellLauncher
@@ -91,7 +92,7 @@ class LocalHands:
     """One session's tools, run in `workspace` on this machine.
 
     The directory is created (mode 0700) by the first `execute`. `launcher` decides how the shell process
-    is started (default: plain bash on the host); `use_ripgrep=False` forces grep's Python fallback.
+    is started (default: plain bash on the host); the file tools run beside it, in the same sandbox.
     `volumes` provides the workspace (default: a plain directory); `idle_timeout_s` (None: never) stops
     the shell and detaches the workspace after that long without a tool call.
     """
@@ -101,7 +102,6 @@ class LocalHands:
         workspace: Path,
         *,
         launcher: ShellLauncher | None = None,
-        use_ripgrep: bool = True,
         owner: tuple[int, int] | None = None,
         volumes: WorkspaceVolumes | None = None,
         idle_timeout_s: float | None = None,
@@ -124,7 +124,7 @@ class LocalHands:
         self._last_used = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_stop: asyncio.Task[None] | None = None
-        self._files = FileTools(workspace, use_ripgrep=use_ripgrep, owner=owner)
+        self._files = FileTools(self._file_helper)
         self._tools: dict[str, Callable[[_Input], Awaitable[ToolResult]]] = {
             "bash": self._bash,
             "read": self._read,
@@ -158,15 +158,21 @@ class LocalHands:
         except InvalidInput as exc:
             return ToolResult.error(str(exc))
         except SandboxUnavailable as exc:
-            return ToolResult.error(f"{name}: {exc}")
+            return ToolResult.error(f"{name}: {self._without_host_paths(str(exc))}")
         except Exception as exc:
             log.exception("tool %s failed", name)
-            return ToolResult.error(f"{name}: internal error: {type(exc).__name__}: {exc}")
+            # The details (which may name host paths) go to the server's log, not to the model.
+            return ToolResult.error(f"{name}: internal error ({type(exc).__name__}); the server's log has the details")
         finally:
             self._active -= 1
             self._last_used = time.monotonic()
             if self._idle_timeout_s is not None and self._idle_timer is None:
                 self._arm_idle_timer(self._idle_timeout_s)
+
+    def _without_host_paths(self, message: str) -> str:
+        """`message` with the workspace's host path, and the directory holding every workspace, taken out."""
+        message = message.replace(str(self.workspace), "/workspace")
+        return message.replace(str(self.workspace.parent), "<the server's workspaces directory>")
 
     async def close(self) -> None:
         """Stop the shell and everything it started, and detach the workspace; its files stay."""
@@ -232,6 +238,11 @@ class LocalHands:
             await self._sandbox.prepare()
         return await self._shell.run(command, timeout_s)
 
+    async def _file_helper(self) -> FileHelper:
+        if self._sandbox is not None:
+            await self._sandbox.prepare()
+        return await self._shell.file_helper()
+
     async def _read(self, args: _Input) -> ToolResult:
         return await self._files.read(args.string("file_path"), args.line_range("view_range"))
 
@@ -274,7 +285,6 @@ class LocalHandsProvider:
         root: Path | str,
         *,
         launcher: ShellLauncher | None = None,
-        use_ripgrep: bool = True,
         owner: tuple[int, int] | None = None,
         volumes: WorkspaceVolumes | None = None,
         idle_timeout_s: float | None = None,
@@ -287,7 +297,6 @@ class LocalHandsProvider:
         self._web = web
         self.tool_names = frozenset(WORKSPACE_TOOLS) | (web.tool_names if web is not None else frozenset())
         self._launcher = launcher
-        self._use_ripgrep = use_ripgrep
         self._owner = owner
         self._volumes: WorkspaceVolumes = volumes or DirectoryVolumes(owner)
         self._idle_timeout_s = idle_timeout_s
@@ -316,7 +325,6 @@ class LocalHandsProvider:
             hands = LocalHands(
                 self.workspace(session_id),
                 launcher=self._launcher,
-                use_ripgrep=self._use_ripgrep,
                 owner=self._owner,
                 volumes=self._volumes,
                 idle_timeout_s=self._idle_timeout_s,

@@ -23,6 +23,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Collection, Iterable
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from corral.hands.base import ToolResult
+from corral.hands.file_channel import BOOTSTRAP, FileHelper, HelperGone
 from corral.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -95,12 +97,14 @@ class SandboxHandle(Protocol):
 class LaunchSpec:
     """How to spawn the shell: the argv, its whole environment, its starting directory and its sandbox.
 
-    `pass_fds` are open descriptors the shell inherits under the same numbers (e.g. a seccomp program for
-    bwrap). The spec owns them: they are closed in the server once the shell has been spawned.
+    `root` is where the shell sees the workspace. `pass_fds` are open descriptors the shell inherits under the
+    same numbers (e.g. a seccomp program for bwrap). The spec owns them: they are closed in the server once the
+    shell has been spawned.
     """
 
     argv: tuple[str, ...]
     env: dict[str, str]
+    root: str
     cwd: str | None = None
     sandbox: SandboxHandle | None = None
     pass_fds: tuple[int, ...] = ()
@@ -127,6 +131,7 @@ class LocalShellLauncher:
         return LaunchSpec(
             argv=(bash, "--noprofile", "--norc"),
             env=scrubbed_env(workspace),
+            root=str(workspace),
             cwd=str(workspace),
         )
 
@@ -177,6 +182,10 @@ class _Capture:
         room = self._limit - len(self._head)
         if room > 0:
             self._head += data[:room]
+
+    def output(self) -> bytes:
+        """The captured output as it came (up to the cap)."""
+        return bytes(self._head)
 
     def text(self) -> str:
         """The captured output, with a note when it was cut."""
@@ -293,10 +302,34 @@ def _innermost_pid(pid: int) -> int | None:
 def _find_shell(root: int, own_pid: int | None) -> int:
     """The host PID of the process below `root` whose `$$` (PID in its own namespace) is `own_pid`."""
     if own_pid is not None:
-        for pid in (root, *_descendants(root)):
-            if _innermost_pid(pid) == own_pid:
-                return pid
+        found = _find_below(root, own_pid)
+        if found is not None:
+            return found
     return root
+
+
+def _find_below(root: int, own_pid: int) -> int | None:
+    """The host PID of the process at or below `root` whose PID in its own namespace is `own_pid`."""
+    for pid in (root, *_descendants(root)):
+        if _innermost_pid(pid) == own_pid:
+            return pid
+    return None
+
+
+def _pidfd_below(root: int, own_pid: int) -> tuple[int, int] | None:
+    """The host PID and a pidfd of the process below `root` that its namespace calls `own_pid`, checked again
+    once the pidfd is open (so a PID reused in between cannot be mistaken for it); None if it is gone."""
+    pid = _find_below(root, own_pid)
+    if pid is None:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if _find_below(root, own_pid) != pid:
+        os.close(pidfd)
+        return None
+    return pid, pidfd
 
 
 def _kill_command(proc: _Proc) -> list[int]:
@@ -406,6 +439,11 @@ class _Proc:
     write_transport: asyncio.WriteTransport
     token: str
     pipe_link: str
+    # The server's end of the file helper's socket, and the descriptor number of the shell's end (which commands
+    # run by the shell never inherit).
+    files: FileHelper
+    files_fd: int
+    root: str
     sandbox: SandboxHandle | None = None
     # The shell's own host PID (inside any sandbox), and every process there was when it became ready:
     # the launch chain (bwrap, its PID-namespace init, bash) and helpers the sandbox's setup started (the
@@ -490,6 +528,18 @@ class BashSession:
                 raise
             return self._with_restart_note(result)
 
+    async def file_helper(self) -> FileHelper:
+        """The file tools' helper in this shell's sandbox, started (with the shell if need be) on first use and
+        again after it died. Raises SandboxUnavailable or HelperGone when it cannot be started."""
+        proc = self._proc
+        if proc is not None and not proc.closed and proc.files.running:
+            return proc.files
+        async with self._lock:
+            proc = await self._ensure_started()
+            if not proc.files.running:
+                await self._start_file_helper(proc)
+            return proc.files
+
     async def suspend(self, reason: str) -> None:
         """Stop the shell and everything it started (e.g. idle); the next command's result says `reason`."""
         async with self._lock:
@@ -527,6 +577,32 @@ class BashSession:
             await self._stop(proc)
         self._proc = await self._spawn()
         return self._proc
+
+    async def _start_file_helper(self, proc: _Proc) -> None:
+        """Have the idle shell start the helper in the background, holding the socket as stdin and stdout, then
+        hand it to `proc.files`. It is added to the processes that survive a command's timeout."""
+        nonce = secrets.token_hex(16)
+        fd = proc.files_fd
+        # `exec -a`: a `pkill python3` in the sandbox should not take the helper with it; `disown`: its end is
+        # no job notice in the model's next command output.
+        line = (
+            f"exec -a corral-files python3 -I -S -c {shlex.quote(BOOTSTRAP)} {nonce} {shlex.quote(proc.root)}"
+            f" <&{fd} >&{fd} {fd}>&- 2>/dev/null & builtin disown $!; builtin printf '\\n{proc.token}:%d\\n' $!\n"
+        )
+        capture = _Capture(proc.token, self._output_limit)
+        if not self._write(proc, line):
+            raise HelperGone("the sandbox's shell is gone; try again")
+        if await self._read(proc, capture, time.monotonic() + _STARTUP_TIMEOUT_S) != "done":
+            await self._stop(proc)
+            raise HelperGone("the sandbox's shell did not start the file helper; try again")
+        # What background jobs printed meanwhile belongs to the next command, as usual.
+        proc.pending += capture.output() + capture.leftover
+        found = _pidfd_below(proc.process.pid, capture.exit_code) if capture.exit_code else None
+        if found is None:
+            raise HelperGone("the file helper exited as it started (is python3 installed in the sandbox?)")
+        pid, pidfd = found
+        proc.keep = proc.keep | {pid}
+        await proc.files.adopt(pidfd, nonce)
 
     def _with_restart_note(self, result: ToolResult) -> ToolResult:
         """Tell the model when its command ran in a fresh shell for a reason it was not told before."""
@@ -571,14 +647,20 @@ class BashSession:
         # keep the output pipe open indefinitely, and asyncio would then never close its transport.
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
+        files_ours, files_theirs = socket.socketpair()
+        files_fd = files_theirs.fileno()
         try:
-            process = _Child.spawn(spec, stdin=in_r, output=out_w)
+            process = _Child.spawn(spec, stdin=in_r, output=out_w, pass_fds=(files_fd,))
         except BaseException:
             for fd in (in_r, in_w, out_r, out_w):
                 os.close(fd)
+            files_ours.close()
             raise
+        finally:
+            files_theirs.close()
         os.close(in_r)
         os.close(out_w)
+        files_ours.setblocking(False)
         pipe_link = f"pipe:[{os.fstat(out_r).st_ino}]"
         reader = asyncio.StreamReader(limit=2 * _READ_CHUNK)
         read_transport, _ = await loop.connect_read_pipe(
@@ -593,6 +675,9 @@ class BashSession:
             write_transport=write_transport,
             token=secrets.token_hex(16),
             pipe_link=pipe_link,
+            files=FileHelper(files_ours),
+            files_fd=files_fd,
+            root=spec.root,
         )
         # Job control gives each command its own process group; the handshake also swallows any
         # startup noise so that the first command's output is clean, and tells the shell's own PID.
@@ -622,7 +707,10 @@ class BashSession:
         return not proc.write_transport.is_closing()
 
     def _send(self, proc: _Proc, command: str) -> bool:
-        line = f"eval {shlex.quote(command)} </dev/null 2>&1; builtin printf '\\n{proc.token}:%d\\n' $?\n"
+        line = (
+            f"eval {shlex.quote(command)} </dev/null 2>&1 {proc.files_fd}>&-; "
+            f"builtin printf '\\n{proc.token}:%d\\n' $?\n"
+        )
         return self._write(proc, line)
 
     async def _read(self, proc: _Proc, capture: _Capture, deadline: float) -> str:
@@ -738,6 +826,7 @@ class BashSession:
         """Synchronous stop for paths that cannot await (cancellation) or must not wait (close)."""
         if not proc.closed:
             proc.closed = True
+            proc.files.close()
             _kill_processes(proc.shell_pid(), proc.pipe_link)
             proc.read_transport.close()
             proc.write_transport.close()
@@ -758,6 +847,7 @@ class BashSession:
     async def _stop(self, proc: _Proc) -> None:
         if not proc.closed:
             proc.closed = True
+            proc.files.close()
             if proc.sandbox is not None:
                 # Every process of the sandbox is in its cgroup, even one that left the process tree and
                 # the output pipe: one sweep kills them all.

@@ -1,16 +1,21 @@
-"""The file tools: read, write, edit, glob and grep, confined to the workspace."""
+"""The file tools: read, write, edit, glob and grep, confined to the workspace.
+
+These run the file helper on the host (no sandbox) for speed; tests/unit/hands/test_file_boundary.py attacks it
+inside a real sandbox.
+"""
 
 from __future__ import annotations
 
 import base64
 import os
-import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from corral.hands.base import ToolResult
 from corral.hands.files import FileTools
+from corral.hands.shell import BashSession
 
 
 @pytest.fixture
@@ -21,8 +26,10 @@ def ws(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def files(ws: Path) -> FileTools:
-    return FileTools(ws)
+async def files(ws: Path) -> AsyncIterator[FileTools]:
+    shell = BashSession(ws)
+    yield FileTools(shell.file_helper)
+    await shell.close()
 
 
 @pytest.fixture
@@ -235,11 +242,9 @@ async def test_glob_skips_symlinks_leaving_workspace(files: FileTools, ws: Path,
 # -- grep ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["rg", "python"])
-def grep_files(request: pytest.FixtureRequest, ws: Path) -> FileTools:
-    if request.param == "rg" and shutil.which("rg") is None:
-        pytest.skip("ripgrep not installed")
-    return FileTools(ws, use_ripgrep=request.param == "rg")
+@pytest.fixture
+def grep_files(files: FileTools) -> FileTools:
+    return files
 
 
 async def test_grep_finds_matches_with_relative_paths(grep_files: FileTools, ws: Path) -> None:
