@@ -1,11 +1,12 @@
 # The Corral server. Build: `docker build -t corral .`; run it with PostgreSQL: `docker compose up` (compose.yaml).
 FROM debian:bookworm-slim
 
-# What scripts/setup installs on a Debian host: the sandbox (bubblewrap), grep (ripgrep), the egress proxy's
-# sandbox end (socat), workspace images (e2fsprogs), environments' pip packages (python3-pip).
+# What scripts/setup installs on a Debian host: the sandbox (bubblewrap, and libseccomp2 for its seccomp filter),
+# grep (ripgrep), the egress proxy's sandbox end (socat), workspace images (e2fsprogs), environments' pip
+# packages (python3-pip).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv python3-pip bubblewrap ripgrep socat e2fsprogs ca-certificates git procps \
+      python3 python3-venv python3-pip bubblewrap libseccomp2 ripgrep socat e2fsprogs ca-certificates git procps \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin corral-sandbox
 

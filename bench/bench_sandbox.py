@@ -46,7 +46,6 @@ from corral.config import SandboxLimits, Settings
 from corral.hands.bubblewrap import BubblewrapLauncher
 from corral.hands.cgroups import CgroupTree
 from corral.hands.local import LocalHandsProvider
-from corral.hands.shell import SAFE_PATH
 from corral.hands.volumes import ImageVolumes
 from corral.server import build_hands
 
@@ -100,20 +99,27 @@ class RawShell:
         launcher = BubblewrapLauncher.detect(workspace.parent)
         workspace.mkdir(mode=0o700, exist_ok=True)
         os.chown(workspace, launcher.identity.uid, launcher.identity.gid)
-        self._argv = launcher.argv(workspace, ("bash", "--noprofile", "--norc"))
+        self._launcher, self._workspace = launcher, workspace
         self._token = secrets.token_hex(16)
         self._marker = f"\n{self._token}:".encode()
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._process = subprocess.Popen(
-            self._argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
-            start_new_session=True,
-        )
+        # Corral's own launch spec (with its seccomp filter), spawned without Corral's shell driver.
+        spec = self._launcher.launch_spec(self._workspace)
+        try:
+            self._process = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=spec.env,
+                pass_fds=spec.pass_fds,
+                start_new_session=True,
+            )
+        finally:
+            for fd in spec.pass_fds:
+                os.close(fd)
         self._exchange(f"set -m 2>/dev/null; builtin printf '\\n{self._token}:%d\\n' 0\n")
 
     def run(self, command: str) -> bytes:

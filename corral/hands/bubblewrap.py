@@ -2,8 +2,9 @@
 
 The sandbox sees a read-only /usr, a curated /etc (no shadow files, no keys), its own /proc, /dev and
 /tmp, and the session's workspace at /workspace. It has its own PID, mount, IPC, UTS, user and network
-namespaces (only `lo`), no capabilities, and none of the server's environment. When the server runs as
-root, the sandbox runs as a dedicated unprivileged user, so nothing root-owned is readable inside.
+namespaces (only `lo`), no capabilities, none of the server's environment, and a seccomp filter that refuses
+kernel surface no tool needs (`seccomp.py`). When the server runs as root, the sandbox runs as a dedicated
+unprivileged user, so nothing root-owned is readable inside.
 
 With a `CgroupTree`, each sandbox runs in a cgroup of its own (memory, process and CPU limits; see
 `cgroups.py` for how it joins it), and /tmp is a tmpfs of bounded size.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from corral.hands.cgroups import JOIN_FAILED_EXIT, CgroupTree, SessionCgroup
 from corral.hands.sandbox_extras import SandboxExtras
+from corral.hands.seccomp import SeccompFilter, compile_sandbox_filter
 from corral.hands.shell import SAFE_PATH, LaunchSpec, SandboxUnavailable
 
 SANDBOX_USER = "corral-sandbox"
@@ -80,8 +82,9 @@ def sandbox_identity() -> SandboxIdentity:
 class BubblewrapLauncher:
     """A `ShellLauncher` that starts `bash --noprofile --norc` inside bubblewrap.
 
-    `cgroups`: where each sandbox gets its cgroup (None: no resource limits); `tmp_size`: the size cap of
-    the sandbox's /tmp in bytes (None: tmpfs's default, half the RAM, charged to the sandbox's memory).
+    `seccomp`: the filter every sandbox runs under; `cgroups`: where each sandbox gets its cgroup (None: no
+    resource limits); `tmp_size`: the size cap of the sandbox's /tmp in bytes (None: tmpfs's default, half
+    the RAM, charged to the sandbox's memory).
     """
 
     def __init__(
@@ -90,11 +93,13 @@ class BubblewrapLauncher:
         bwrap: str,
         setpriv: str | None,
         *,
+        seccomp: SeccompFilter,
         cgroups: CgroupTree | None = None,
         tmp_size: int | None = None,
         sh: str = "/bin/sh",
     ) -> None:
         self.identity = identity
+        self.seccomp = seccomp
         self.cgroups = cgroups
         self.tmp_size = tmp_size
         self._bwrap = bwrap
@@ -115,7 +120,9 @@ class BubblewrapLauncher:
         if identity.needs_switch and setpriv is None:
             raise SandboxUnavailable("setpriv (util-linux) is needed to drop to the sandbox user; install util-linux")
         sh = shutil.which("sh", path=SAFE_PATH) or "/bin/sh"
-        launcher = cls(identity, bwrap, setpriv, cgroups=cgroups, tmp_size=tmp_size, sh=sh)
+        # Compiled once: every sandbox of this launcher gets the same program.
+        seccomp = compile_sandbox_filter()
+        launcher = cls(identity, bwrap, setpriv, seccomp=seccomp, cgroups=cgroups, tmp_size=tmp_size, sh=sh)
         launcher.probe(workspaces_root)
         return launcher
 
@@ -124,12 +131,15 @@ class BubblewrapLauncher:
         workspace: Path,
         command: tuple[str, ...],
         *,
+        seccomp_fd: int,
         cgroup: SessionCgroup | None = None,
         extras: SandboxExtras | None = None,
     ) -> tuple[str, ...]:
         """The whole launch chain: [join `cgroup`] → [setpriv to the sandbox user] → bwrap → `command`.
 
-        `extras` adds what the session's environment brings (packages, the egress socket; see provision.py).
+        `seccomp_fd`: a descriptor from `self.seccomp.open()` that the chain inherits (`pass_fds`); bwrap
+        reads the filter from it. `extras` adds what the session's environment brings (packages, the egress
+        socket; see provision.py).
         """
         extras = extras or SandboxExtras()
         prefix: tuple[str, ...] = cgroup.join_argv(self._sh) if cgroup is not None else ()
@@ -167,6 +177,7 @@ class BubblewrapLauncher:
             "--unshare-user", "--disable-userns",
             "--die-with-parent",
             "--cap-drop", "ALL",
+            "--seccomp", str(seccomp_fd),
             "--hostname", "sandbox",
             "--clearenv",
             "--setenv", "PATH", SAFE_PATH,
@@ -180,9 +191,16 @@ class BubblewrapLauncher:
     def launch_spec(self, workspace: Path, extras: SandboxExtras | None = None) -> LaunchSpec:
         """A sandbox for `workspace`, in a new cgroup named after it (the session id) when limits apply."""
         env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
-        cgroup = self.cgroups.create(workspace.name) if self.cgroups is not None else None
-        argv = self.argv(workspace, ("bash", "--noprofile", "--norc"), cgroup=cgroup, extras=extras)
-        return LaunchSpec(argv=argv, env=env, cwd="/", sandbox=cgroup)
+        seccomp_fd = self.seccomp.open()
+        try:
+            cgroup = self.cgroups.create(workspace.name) if self.cgroups is not None else None
+        except BaseException:
+            os.close(seccomp_fd)
+            raise
+        command = ("bash", "--noprofile", "--norc")
+        argv = self.argv(workspace, command, seccomp_fd=seccomp_fd, cgroup=cgroup, extras=extras)
+        # The spec owns the descriptor from here: the shell's spawner closes it.
+        return LaunchSpec(argv=argv, env=env, root="/workspace", cwd="/", sandbox=cgroup, pass_fds=(seccomp_fd,))
 
     def close(self) -> None:
         """Remove this server's cgroup directory (its sandboxes have been stopped by then)."""
@@ -195,14 +213,22 @@ class BubblewrapLauncher:
         probe_dir = workspaces_root / f".probe-{os.getpid()}"
         probe_dir.mkdir(mode=0o700, exist_ok=True)
         cgroup = None
+        seccomp_fd = None
+        # The probe's sandbox is a real one: a workspace it can write, and the filter in force.
+        check = (
+            "test -w /workspace || { echo 'the workspace is not writable' >&2; exit 1; }; "
+            "grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status || { echo 'no seccomp filter' >&2; exit 1; }"
+        )
         try:
             if self.identity.needs_switch:
                 os.chown(probe_dir, self.identity.uid, self.identity.gid)
             # The probe runs in a cgroup too, so a host where sandboxes cannot join one fails here.
             cgroup = self.cgroups.create(f"probe-{os.getpid()}") if self.cgroups is not None else None
+            seccomp_fd = self.seccomp.open()
             result = subprocess.run(
-                self.argv(probe_dir, ("bash", "-c", "test -w /workspace"), cgroup=cgroup),
+                self.argv(probe_dir, ("bash", "-c", check), seccomp_fd=seccomp_fd, cgroup=cgroup),
                 env={"PATH": SAFE_PATH},
+                pass_fds=(seccomp_fd,),
                 capture_output=True,
                 timeout=10,
                 check=False,
@@ -210,6 +236,8 @@ class BubblewrapLauncher:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SandboxUnavailable(f"bubblewrap failed to start: {exc}") from exc
         finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
             if cgroup is not None:
                 cgroup.remove()
             shutil.rmtree(probe_dir, ignore_errors=True)
@@ -220,6 +248,8 @@ class BubblewrapLauncher:
                     f"a sandbox could not join its cgroup ({detail}); check that the server may write "
                     f"{cgroup.dirs['memory'].parent}, or pass --sandbox-cgroup none to run sandboxes without limits"
                 )
+            if "seccomp" in detail.lower():
+                raise SandboxUnavailable(f"the sandbox's seccomp filter could not be applied ({detail})")
             if "Permission denied" in detail and self.identity.needs_switch:
                 raise SandboxUnavailable(
                     f"the sandbox user '{SANDBOX_USER}' cannot reach the workspaces in {workspaces_root} ({detail}); "
