@@ -12,27 +12,39 @@ would). Each request opens a new TCP connection (as most CLI tools do). Measured
 Run from the repository root (needs bubblewrap; root runs sandboxes as the sandbox user):
 
     . .venv/bin/activate
-    python -m bench.bench_egress            # prints a Markdown table
+    python -m bench.bench_egress            # prints Markdown tables (latency, then the flood)
+    python -m bench.bench_egress --flood    # the flood only (no sandbox needed)
+
+The flood (`--flood`): the proxy runs alone in a child process, as in the server, for one session whose vault
+holds a body-substituted credential for the target host; `--connections` clients (250) each open a connection
+to the session's socket at once and POST an 8 MiB body (Content-Length) to a sink on loopback that reads and
+discards it. Recorded: the child's RSS idle (after one warm-up request), its peak (VmHWM) and after, the
+statuses the clients got, and the proxy's own peak of buffered body bytes where it reports one. A second row
+does the same without the credential (bodies the proxy only streams).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
 import statistics
+import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from corral.hands.bubblewrap import BubblewrapLauncher
 from corral.hands.egress import EgressProxy
 from corral.hands.local import LocalHandsProvider
-from corral.hands.netpolicy import AddressPolicy, parse_allow_addresses
+from corral.hands.netpolicy import AddressPolicy, HostRules, parse_allow_addresses
 from corral.hands.provision import Provisioner
-from tests.support.local_web import LocalWeb, Response
+from corral.vault.credentials import EnvironmentSecret, placeholder_for
+from tests.support.local_web import LocalWeb, Response, static_resolver
 
 _IN_SANDBOX = """
 import http.client, json, time
@@ -128,9 +140,183 @@ async def main(n: int, starts: int) -> None:
         print(f"| {label} | {len(samples)} | {p50:.2f} | {p95:.2f} | {mean:.2f} |")
 
 
+# -- the flood ---------------------------------------------------------------------------------
+
+_FLOOD_SESSION = "sesn_flood"
+_FLOOD_HOST = "sink.test"
+_CREDENTIAL_ID = "vcrd_011CBenchFloodCredential00"
+
+
+async def _run_proxy_child(directory: Path, sink_port: int, with_credential: bool) -> None:
+    """The child: one session's egress socket; prints its path, then its usage when stdin closes."""
+    secret = EnvironmentSecret(
+        credential_id=_CREDENTIAL_ID,
+        vault_id="vlt_011CBenchFloodVault00000000",
+        secret_name="FLOOD_KEY",
+        placeholder=placeholder_for(_CREDENTIAL_ID),
+        value="the-real-value",
+        allowed_hosts=(_FLOOD_HOST,),
+        header=False,
+        body=True,
+    )
+
+    async def credentials(session_id: str) -> list[EnvironmentSecret]:
+        return [secret] if with_credential else []
+
+    policy = AddressPolicy(
+        allow_addresses=parse_allow_addresses(f"127.0.0.1:{sink_port}"),
+        resolver=static_resolver({_FLOOD_HOST: "127.0.0.1"}),
+    )
+    proxy = EgressProxy(directory, policy, credentials=credentials)
+    print(await proxy.open(_FLOOD_SESSION, HostRules(unrestricted=True)), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    usage = getattr(proxy, "usage", None)  # absent before the proxy reported one
+    with contextlib.suppress(BrokenPipeError):  # the parent gave up
+        print(json.dumps(usage(_FLOOD_SESSION).__dict__ if usage else {}), flush=True)
+    await proxy.close()
+
+
+async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An upstream that reads a request with a Content-Length, discards its body and answers 200."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        while length > 0:
+            chunk = await reader.read(min(length, 1 << 20))
+            if not chunk:
+                break
+            length -= len(chunk)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+        await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _post(socket_path: Path, port: int, body: bytes) -> str:
+    """One client: POST `body` through the proxy, reading the answer while it sends (as curl does: it stops
+    sending at an early answer); the status it got, or 'reset' when the connection was cut first."""
+    try:
+        # A blocking connect, as socat's in the sandbox: it waits while the listen backlog is full (asyncio's
+        # non-blocking one would take EAGAIN on a unix socket for a connection in progress, and never connect).
+        sock = socket.socket(socket.AF_UNIX)
+        await asyncio.to_thread(sock.connect, str(socket_path))
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        head = (
+            f"POST http://{_FLOOD_HOST}:{port}/upload HTTP/1.1\r\nHost: {_FLOOD_HOST}:{port}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+
+        async def send() -> None:
+            writer.write(head.encode())
+            with memoryview(body) as view:
+                for offset in range(0, len(body), 1 << 20):
+                    writer.write(view[offset : offset + (1 << 20)])
+                    await writer.drain()
+
+        sending = asyncio.ensure_future(send())
+        try:
+            status_line = await reader.readline()
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            writer.close()
+    except OSError:
+        return "reset"
+    status = status_line.split(b" ", 2)[1:2]
+    return status[0].decode() if status else "reset"
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+async def _flood_once(connections: int, body_bytes: int, with_credential: bool) -> dict[str, object]:
+    sink = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    sink_port = sink.sockets[0].getsockname()[1]
+    with tempfile.TemporaryDirectory() as name:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.bench_egress",
+            "--proxy-child",
+            name,
+            str(sink_port),
+            *(["--with-credential"] if with_credential else []),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            socket_path = Path((await child.stdout.readline()).decode().strip())
+            await _post(socket_path, sink_port, b"warm-up")
+            idle = _memory_kib(child.pid)
+            body = (placeholder_for(_CREDENTIAL_ID).encode() + b"x" * body_bytes)[:body_bytes]
+            start = time.perf_counter()
+            statuses = await asyncio.wait_for(
+                asyncio.gather(*(_post(socket_path, sink_port, body) for _ in range(connections))), 300
+            )
+            elapsed = time.perf_counter() - start
+            after = _memory_kib(child.pid)
+            child.stdin.close()
+            usage = json.loads((await child.stdout.readline()).decode() or "{}")
+        finally:
+            if not child.stdin.is_closing():
+                child.stdin.close()
+            await asyncio.wait_for(child.wait(), 30)
+            sink.close()
+    return {
+        "idle_rss_mib": idle["VmRSS"] / 1024,
+        "peak_rss_mib": after["VmHWM"] / 1024,
+        "after_rss_mib": after["VmRSS"] / 1024,
+        "statuses": dict(sorted(Counter(statuses).items())),
+        "seconds": elapsed,
+        "peak_buffered_mib": usage.get("peak_buffered_bytes", 0) / (1 << 20) if usage else None,
+    }
+
+
+async def flood(connections: int, body_mib: int) -> None:
+    print(
+        f"\nFlood: {connections} connections at once, each POSTing a {body_mib} MiB body (Content-Length) "
+        "through one session's egress socket; the proxy alone in a child process.\n"
+    )
+    print(
+        "| case | idle RSS MiB | peak RSS MiB | RSS after MiB | proxy's peak buffered MiB | statuses | seconds |\n"
+        "|---|---:|---:|---:|---:|---|---:|"
+    )
+    for label, with_credential in (("body credential (bodies read to substitute)", True), ("no credential", False)):
+        row = await _flood_once(connections, body_mib << 20, with_credential)
+        statuses = ", ".join(f"{status}: {count}" for status, count in row["statuses"].items())  # type: ignore[attr-defined]
+        buffered = row["peak_buffered_mib"]
+        print(
+            f"| {label} | {row['idle_rss_mib']:.0f} | {row['peak_rss_mib']:.0f} | {row['after_rss_mib']:.0f} | "
+            f"{'n/a' if buffered is None else f'{buffered:.0f}'} | {statuses} | {row['seconds']:.1f} |"
+        )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="requests per measurement")
     parser.add_argument("--starts", type=int, default=30, help="new sessions per start measurement")
+    parser.add_argument("--flood", action="store_true", help="run only the flood (no sandbox needed)")
+    parser.add_argument("--connections", type=int, default=250, help="flood: connections at once")
+    parser.add_argument("--body-mib", type=int, default=8, help="flood: MiB per request body")
+    parser.add_argument("--proxy-child", nargs=2, metavar=("DIR", "SINK_PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--with-credential", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.starts))
+    if args.proxy_child:
+        asyncio.run(_run_proxy_child(Path(args.proxy_child[0]), int(args.proxy_child[1]), args.with_credential))
+    else:
+        if not args.flood:
+            asyncio.run(main(args.n, args.starts))
+        asyncio.run(flood(args.connections, args.body_mib))

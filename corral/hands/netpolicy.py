@@ -6,8 +6,10 @@ Two questions, asked in this order:
    (`unrestricted`, or `limited` with `allowed_hosts`, `allow_package_managers`, `allow_mcp_servers`).
    web_fetch asks its own per-tool domain lists instead (see `domain_matches`).
 2. **Is the address safe?** `AddressPolicy` resolves the name itself and keeps only addresses that are
-   public: never loopback, link-local (cloud metadata lives there), private, unique-local, multicast,
-   reserved or unspecified ranges, nor any address of this host's own interfaces. Callers connect to the
+   public: never loopback, link-local (cloud metadata lives there), private, unique-local, site-local,
+   multicast, reserved or unspecified ranges, nor any address of this host's own interfaces. An IPv6 address
+   that carries an IPv4 address (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64, 6to4, Teredo) is
+   judged by the IPv4 address it carries, which is where traffic to it goes. Callers connect to the
    address returned here, so a name cannot resolve to something else between the check and the connection
    (no DNS rebinding).
 
@@ -56,7 +58,14 @@ PACKAGE_MANAGER_HOSTS = (
 )
 
 _METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 ranges whose low 32 bits are an IPv4 address that the host, a translator or a tunnel sends the traffic to.
+# (IPv4-mapped `::ffff:0:0/96`, 6to4 and Teredo are recognised by `ipaddress` itself.)
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291 §2.5.5.1); `::` and `::1` are IPv6's own
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known NAT64 prefix (RFC 6052)
+# Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on the prefix length the local translator
+# was given (RFC 6052 §2.2 allows /48 to /96 here), so what an address in it reaches cannot be told from outside.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 _HOST_ADDRESSES_TTL_S = 30.0
 
 
@@ -80,25 +89,36 @@ def _ip(host: str) -> IPAddress | None:
         return None
 
 
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64), which is what it will reach."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return None
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, which is where traffic to it really goes: a Teredo address
+    carries two (its relay server and its client), the other forms one, a plain IPv6 address none."""
     if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return [address.ipv4_mapped]
     if address.sixtofour is not None:
-        return address.sixtofour
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64 or address in _IPV4_TRANSLATED:
+        return [low32]
+    if address in _IPV4_COMPATIBLE and int(address) > 1:
+        return [low32]
+    return []
 
 
 def address_refusal(address: IPAddress, own_addresses: frozenset[IPAddress] = frozenset()) -> str | None:
     """Why `address` must not be reached on a session's behalf, or None when it is a public address."""
-    embedded = _embedded_ipv4(address)
-    if embedded is not None:
-        reason = address_refusal(embedded, own_addresses)
-        return None if reason is None else f"{reason} (embedded in {address})"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return "a local-use NAT64 address (64:ff9b:1::/48), which reaches whatever the local translator maps it to"
+        carried = embedded_ipv4(address)
+        for ipv4 in carried:
+            reason = address_refusal(ipv4, own_addresses)
+            if reason is not None:
+                return f"{reason} ({ipv4} embedded in {address})"
+        if carried:
+            # Judged by where it goes: the IPv6 form itself is often in a range `ipaddress` calls reserved.
+            return "an address of this host" if address in own_addresses else None
     if address in _METADATA:
         return "a cloud metadata address"
     if address.is_loopback:
@@ -109,7 +129,9 @@ def address_refusal(address: IPAddress, own_addresses: frozenset[IPAddress] = fr
         return "the unspecified address"
     if address.is_multicast:
         return "a multicast address"
-    if address.is_private:
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "a site-local address"
+    if address.is_private or address.is_reserved:
         return "a private or reserved address"
     if not address.is_global:
         return "a non-public address"

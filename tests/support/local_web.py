@@ -44,8 +44,19 @@ class LocalWeb:
                 self._answer(b"")
 
             def do_POST(self) -> None:
-                # Bodies with a Content-Length only (the egress proxy re-frames the bodies it rewrites).
-                self._answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    self._answer(self._read_chunked())
+                else:
+                    self._answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+            def _read_chunked(self) -> bytes:
+                body = b""
+                while size := int(self.rfile.readline().split(b";", 1)[0], 16):
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass  # trailer fields
+                return body
 
             def _answer(self, body: bytes) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}

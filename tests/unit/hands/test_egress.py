@@ -115,6 +115,24 @@ async def test_unrestricted_networking_reaches_any_host(provider: LocalHandsProv
     assert "status=200" in output
 
 
+async def test_clients_that_keep_connections_alive_get_every_response_one_request_per_connection(
+    provider: LocalHandsProvider, internet: LocalWeb
+) -> None:
+    urls = " ".join(f"http://{host}:{internet.port}/hello" for host in ("allowed.test", "allowed.test", "other.test"))
+    script = (
+        "import urllib.request as u; "
+        f"print(*[u.urlopen('http://allowed.test:{internet.port}/hello').status for _ in range(2)])"
+    )
+    output = await bash(
+        provider,
+        limited("allowed.test"),
+        f"curl -s -o /dev/null -w 'curl=%{{http_code}}\\n' {urls}; python3 -c \"{script}\"",
+    )
+    assert re.findall(r"curl=(\d+)", output) == ["200", "200", "403"]
+    assert "200 200" in output
+    assert internet.paths() == ["/hello"] * 4
+
+
 async def test_python_in_the_sandbox_uses_the_proxy_too(provider: LocalHandsProvider, internet: LocalWeb) -> None:
     script = f"import urllib.request; print(urllib.request.urlopen('http://allowed.test:{internet.port}/hello').read())"
     output = await bash(provider, limited("allowed.test"), f'python3 -c "{script}"')

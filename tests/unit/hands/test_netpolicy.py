@@ -39,15 +39,54 @@ from tests.support.local_web import static_resolver
         "::ffff:169.254.169.254",
         "64:ff9b::a00:1",  # NAT64 for 10.0.0.1
         "2002:7f00:1::",  # 6to4 for 127.0.0.1
+        "fec0::1",  # site-local (deprecated, still routed by some networks)
+        "64:ff9b:1::808:808",  # local-use NAT64: what it reaches depends on the local translator
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert address_refusal(ipaddress.ip_address(address)) is not None
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    ("address", "carried", "reason"),
+    [
+        ("::7f00:1", "127.0.0.1", "a loopback address"),  # IPv4-compatible
+        ("::a9fe:a9fe", "169.254.169.254", "a cloud metadata address"),
+        ("::ffff:0:a00:1", "10.0.0.1", "a private or reserved address"),  # IPv4-translated
+        ("::ffff:7f00:1", "127.0.0.1", "a loopback address"),  # IPv4-mapped
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254", "a cloud metadata address"),  # NAT64
+        ("2002:c0a8:101::1", "192.168.1.1", "a private or reserved address"),  # 6to4
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1", "a loopback address"),  # Teredo client (inverted)
+        ("2001:0:a00:1::f7f7:f7f7", "10.0.0.1", "a private or reserved address"),  # Teredo relay server
+    ],
+)
+def test_an_ipv6_address_carrying_an_ipv4_one_is_judged_by_the_ipv4_one(
+    address: str, carried: str, reason: str
+) -> None:
+    ipv6 = ipaddress.ip_address(address)
+    assert address_refusal(ipv6) == f"{reason} ({carried} embedded in {ipv6})"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "93.184.215.14",
+        "2606:4700::1111",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+        "2002:808:808::1",
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo: relay 65.54.227.120, client 8.8.8.8
+    ],
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert address_refusal(ipaddress.ip_address(address)) is None
+
+
+def test_a_public_ipv4_address_of_this_host_is_refused_in_its_ipv6_forms_too() -> None:
+    own = ipaddress.ip_address("93.184.215.14")
+    for form in ("::ffff:5db8:d70e", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1"):
+        ipv6 = ipaddress.ip_address(form)
+        assert address_refusal(ipv6, frozenset({own})) == f"an address of this host ({own} embedded in {ipv6})"
 
 
 def test_the_hosts_own_public_address_is_refused() -> None:
