@@ -132,6 +132,8 @@ class SandboxLimits:
 
     None turns a limit off. `cgroup_parent` None runs sandboxes without cgroups, hence without the memory,
     process and CPU limits; `workspace_bytes` None keeps workspaces as plain directories on the data disk.
+    `disk_reserve_bytes` is the free space on the data disk that workspaces may never take, kept for the
+    database and the logs (None: 1 GiB, or 1/20 of a smaller disk; 0: none).
     """
 
     memory_bytes: int | None = 2 * 1024**3
@@ -139,6 +141,7 @@ class SandboxLimits:
     cpus: float | None = 1.0
     tmp_bytes: int | None = 1024**3
     workspace_bytes: int | None = 10 * 1024**3
+    disk_reserve_bytes: int | None = None
     idle_timeout_s: float | None = 600.0
     cgroup_parent: str | None = "corral"
 

@@ -73,7 +73,7 @@ def build_hands(
         log.warning("--sandbox-workspace-size none: workspaces share the data disk; one session can fill it")
     else:
         try:
-            volumes = ImageVolumes.detect(root, limits.workspace_bytes, owner)
+            volumes = ImageVolumes.detect(root, limits.workspace_bytes, owner, limits.disk_reserve_bytes)
             stale = volumes.sweep()
             if stale:
                 log.warning("unmounted %d workspace(s) left mounted by a server that is gone", stale)

@@ -20,10 +20,11 @@ Sandboxes (bubblewrap): each session's runs in a cgroup of its own under
 --sandbox-cgroup (memory, process and CPU limits; the tool result says when a
 limit killed something), with a private /tmp and its own /workspace
 filesystem of --sandbox-workspace-size (an ext4 image next to the workspace,
-loop-mounted while in use). A sandbox starts at the session's first tool call
-and stops after --sandbox-idle-timeout without one, when the session is
-archived or deleted, and when the server stops; a server that starts kills
-the sandboxes a crashed predecessor left behind.
+loop-mounted while in use; refused while the workspaces in use could fill
+the data disk past --sandbox-disk-reserve). A sandbox starts at the
+session's first tool call and stops after --sandbox-idle-timeout without
+one, when the session is archived or deleted, and when the server stops; a
+server that starts kills the sandboxes a crashed predecessor left behind.
 """
 
 
@@ -42,6 +43,13 @@ class _ByteSize(click.ParamType):
 
 
 BYTE_SIZE = _ByteSize()
+
+
+def _disk_reserve(ctx: click.Context, param: click.Parameter, value: object) -> int | None:
+    """'auto' (None: the default reserve), else a size; 0 or 'none' for no reserve (0)."""
+    if str(value).strip().lower() == "auto":
+        return None
+    return BYTE_SIZE.convert(value, param, ctx) or 0
 
 
 def _cgroup_parent(_ctx: click.Context, _param: click.Parameter, value: str) -> str | None:
@@ -104,6 +112,18 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "uncapped.",
         ),
         click.option(
+            "--sandbox-disk-reserve",
+            envvar="CORRAL_SANDBOX_DISK_RESERVE",
+            show_envvar=True,
+            default="auto",
+            show_default=True,
+            callback=_disk_reserve,
+            metavar="SIZE",
+            help="Free space on the data disk kept for the database and the logs: a session's workspace is "
+            "refused (a tool error) when the workspaces in use, each grown to --sandbox-workspace-size, would "
+            "eat into it. 'auto': 1 GiB, or 1/20 of a disk smaller than 20 GiB. 'none': no reserve.",
+        ),
+        click.option(
             "--sandbox-idle-timeout",
             envvar="CORRAL_SANDBOX_IDLE_TIMEOUT",
             show_envvar=True,
@@ -134,6 +154,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             cpus=kwargs.pop("sandbox_cpus") or None,
             tmp_bytes=kwargs.pop("sandbox_tmp_size"),
             workspace_bytes=kwargs.pop("sandbox_workspace_size"),
+            disk_reserve_bytes=kwargs.pop("sandbox_disk_reserve"),
             idle_timeout_s=kwargs.pop("sandbox_idle_timeout") or None,
             cgroup_parent=kwargs.pop("sandbox_cgroup"),
         )

@@ -12,6 +12,14 @@ template image made once at start (~0.5 ms) plus a loop device and the mount sys
 through ioctl/mount(2) rather than by running losetup/mount (~10 ms). Deleting files inside punches holes in
 the image (`discard`), so the host disk gets the space back.
 
+The images are sparse, so together they may promise more than the data disk has: ten 10 GiB workspaces on a
+disk with 50 GiB free. Attaching a workspace is therefore admission-controlled: it is refused (a tool error
+naming the fix) unless what every attached workspace may still grow (its image's size minus the blocks it
+already has) plus what this one may grow fits in the disk's free space less a reserve (`--sandbox-disk-reserve`)
+that is kept for the database and the logs. A detached workspace cannot grow, so it only counts through the
+blocks it already holds, which the free space already shows. The attached workspaces are read from the mount
+table, so servers sharing a data directory share one budget; a lock file serialises their admissions.
+
 While a server has a workspace attached it holds an exclusive `flock` on the image: a second server on the
 same data directory cannot mount it as well (two mounts of one ext4 image corrupt it), and a mount whose
 image nobody holds was left by a server that died; `sweep` unmounts those at start.
@@ -33,6 +41,7 @@ import stat
 import struct
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +51,10 @@ from corral.hands.shell import SandboxUnavailable
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE_SIZE = 10 * 1024**3
+# Kept free for the database and the logs when no --sandbox-disk-reserve is given: 1 GiB, or 1/20 of a disk
+# smaller than 20 GiB (a 1 GiB reserve on a small test disk would leave no room for any workspace).
+DEFAULT_DISK_RESERVE = 1024**3
+DEFAULT_DISK_RESERVE_SHARE = 20
 
 _LOOP_CTL_GET_FREE = 0x4C82
 _LOOP_SET_FD = 0x4C00
@@ -119,12 +132,24 @@ class RefusingVolumes:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
-class ImageVolumes:
-    """Each workspace is an ext4 image `<root>/<session>.ext4` of `size_bytes`, mounted on `<root>/<session>`."""
+def default_disk_reserve(disk_bytes: int) -> int:
+    """The reserve kept for the database and the logs on a disk of `disk_bytes` when none is configured."""
+    return min(DEFAULT_DISK_RESERVE, disk_bytes // DEFAULT_DISK_RESERVE_SHARE)
 
-    def __init__(self, root: Path, size_bytes: int, owner: tuple[int, int] | None = None) -> None:
+
+class ImageVolumes:
+    """Each workspace is an ext4 image `<root>/<session>.ext4` of `size_bytes`, mounted on `<root>/<session>`.
+
+    `reserve_bytes` is the free space on the disk under `root` that workspaces may never take (None: the
+    default, `default_disk_reserve`).
+    """
+
+    def __init__(
+        self, root: Path, size_bytes: int, owner: tuple[int, int] | None = None, reserve_bytes: int | None = None
+    ) -> None:
         self.root = root
         self.size_bytes = size_bytes
+        self.reserve_bytes = reserve_bytes
         self._owner = owner or (os.geteuid(), os.getegid())
         uid, gid = self._owner
         self._template = root / f".template-{size_bytes}-{uid}-{gid}.ext4"
@@ -132,8 +157,13 @@ class ImageVolumes:
         self._held: dict[Path, int] = {}
 
     @classmethod
-    def detect(cls, root: Path, size_bytes: int, owner: tuple[int, int] | None = None) -> ImageVolumes:
-        """Volumes for this machine, after making the template image; else SandboxUnavailable naming the fix."""
+    def detect(
+        cls, root: Path, size_bytes: int, owner: tuple[int, int] | None = None, reserve_bytes: int | None = None
+    ) -> ImageVolumes:
+        """Volumes for this machine, after making the template image; else SandboxUnavailable naming the fix.
+
+        A disk without room for even one workspace is only logged: the room may come back before a session
+        needs it, and every attach checks again."""
         fix = "or pass --sandbox-workspace-size none to keep workspaces as plain directories without a size cap"
         if os.geteuid() != 0:
             raise SandboxUnavailable(f"capping the workspace size needs a server running as root (to mount); {fix}")
@@ -141,12 +171,15 @@ class ImageVolumes:
             raise SandboxUnavailable(f"mkfs.ext4 is missing; run scripts/setup or `apt-get install e2fsprogs`, {fix}")
         if not os.path.exists("/dev/loop-control"):
             raise SandboxUnavailable(f"this machine has no loop devices (/dev/loop-control); `modprobe loop`, {fix}")
-        volumes = cls(root, size_bytes, owner)
+        volumes = cls(root, size_bytes, owner, reserve_bytes)
         try:
             volumes.make_template()
         except (OSError, subprocess.CalledProcessError) as exc:
             size = format_bytes(size_bytes)
             raise SandboxUnavailable(f"cannot make a {size} workspace image ({exc}); {fix}") from exc
+        refusal = volumes._refusal(size_bytes)
+        if refusal is not None:
+            log.warning("workspaces will be refused until the data disk has room: %s", refusal)
         return volumes
 
     def image(self, workspace: Path) -> Path:
@@ -193,25 +226,69 @@ class ImageVolumes:
         if workspace in self._held and os.path.ismount(workspace):
             return
         image = self.image(workspace)
-        if not image.exists():
-            self._create_image(workspace, image)
-        held = self._held.pop(workspace, None)
-        if held is None:
-            held = _hold(image)
+        # Held from the admission until the mount is in the mount table, where the next admission counts it.
+        with self._admission_lock():
+            # Still mounted with nobody holding it: left by a server that died; the same image, so reuse it
+            # (being mounted, it is already counted).
+            mounted = os.path.ismount(workspace)
+            refusal = None if mounted else self._refusal(_headroom(image, default=self.size_bytes))
+            if refusal is not None:
+                log.warning("refused a workspace to session %s: %s", workspace.name, refusal)
+                raise SandboxUnavailable(refusal)
+            if not image.exists():
+                self._create_image(workspace, image)
+            held = self._held.pop(workspace, None)
             if held is None:
-                raise SandboxUnavailable(
-                    f"workspace {workspace} is in use by another Corral server on this machine; give each "
-                    "server a --data-dir of its own"
-                )
+                held = _hold(image)
+                if held is None:
+                    raise SandboxUnavailable(
+                        "this session's workspace is in use by another Corral server on this machine; give "
+                        "each server a --data-dir of its own"
+                    )
+            try:
+                if not mounted:
+                    make_workspace_dir(workspace, self._owner)
+                    _loop_mount(image, workspace)
+            except BaseException:
+                os.close(held)
+                raise
+            self._held[workspace] = held
+
+    @contextlib.contextmanager
+    def _admission_lock(self) -> Iterator[None]:
+        """Excludes other admissions, in this process (one open file each) and in other servers on this root."""
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        fd = os.open(self.root / ".admission.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            # Still mounted with nobody holding it: left by a server that died; the same image, so reuse it.
-            if not os.path.ismount(workspace):
-                make_workspace_dir(workspace, self._owner)
-                _loop_mount(image, workspace)
-        except BaseException:
-            os.close(held)
-            raise
-        self._held[workspace] = held
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _refusal(self, wanted: int) -> str | None:
+        """Why a workspace that may grow by `wanted` bytes does not fit beside the attached ones and the
+        reserve; None if it fits. Names no host path: the model reads it."""
+        disk = os.statvfs(self.root)
+        free = disk.f_bavail * disk.f_frsize  # what the server's database could still use
+        reserve = self.reserve_bytes
+        if reserve is None:
+            reserve = default_disk_reserve(disk.f_blocks * disk.f_frsize)
+        promised = [_headroom(self.image(point), default=0) for point in self.attached()]
+        if sum(promised) + wanted + reserve <= free:
+            return None
+        return (
+            f"not enough free disk for a workspace: the data disk has {format_bytes(free)} free, "
+            f"{format_bytes(reserve)} of it kept for the database, {format_bytes(sum(promised))} promised to the "
+            f"{len(promised)} workspace(s) in use, and this one may grow by {format_bytes(wanted)}; free space on "
+            "the data disk, let sessions go idle, or lower --sandbox-workspace-size"
+        )
+
+    def attached(self) -> list[Path]:
+        """The workspaces mounted now, by this server or another on the same root (one that died included)."""
+        # The mount table holds canonical paths; the data dir may be reached through a symlink.
+        real_root = self.root.resolve()
+        workspaces = [self.root / point.name for point in _mount_points_below(real_root) if point.parent == real_root]
+        return [workspace for workspace in workspaces if self.image(workspace).exists()]
 
     def _create_image(self, workspace: Path, image: Path) -> None:
         self.make_template()
@@ -264,11 +341,8 @@ class ImageVolumes:
     def sweep(self) -> int:
         """Unmount the workspaces that servers which are gone left mounted; returns how many."""
         swept = 0
-        for mount_point in _mount_points_below(self.root):
-            image = self.image(mount_point)
-            if mount_point.parent != self.root or not image.exists():
-                continue
-            held = _hold(image)
+        for mount_point in self.attached():
+            held = _hold(self.image(mount_point))
             if held is None:
                 continue  # a live server's
             try:
@@ -288,6 +362,15 @@ class ImageVolumes:
         with contextlib.suppress(FileNotFoundError):
             self.image(workspace).unlink()
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _headroom(image: Path, default: int) -> int:
+    """How many more bytes of the disk `image` may take: its size less the blocks it has (`default`: none yet)."""
+    try:
+        info = image.stat()
+    except FileNotFoundError:
+        return default
+    return max(0, info.st_size - info.st_blocks * 512)
 
 
 def _hold(image: Path) -> int | None:

@@ -56,6 +56,10 @@ class CorralServer:
             "CORRAL_RATE_LIMIT_OTHER": "0",
             "CORRAL_RATE_LIMIT_ENVIRONMENTS": "0",
             "CORRAL_MAX_RUNNING_SESSIONS": "0",
+            # Suites keep dozens of workspaces attached at once: small ones, so that each is admitted on a CI
+            # disk with little free space (the 10 GiB default would promise more than most disks have).
+            "CORRAL_SANDBOX_WORKSPACE_SIZE": "64M",
+            "CORRAL_SANDBOX_DISK_RESERVE": "32M",
         }
         if model_url:
             self.env.update({"ANTHROPIC_BASE_URL": model_url, "ANTHROPIC_API_KEY": "sk-ant-fake-model-key"})

@@ -31,7 +31,7 @@ def test_flags_set_every_limit() -> None:
         [
             "--sandbox-memory", "512M", "--sandbox-pids", "256", "--sandbox-cpus", "1.5",
             "--sandbox-tmp-size", "64M", "--sandbox-workspace-size", "1G", "--sandbox-idle-timeout", "30",
-            "--sandbox-cgroup", "corral/sandboxes",
+            "--sandbox-cgroup", "corral/sandboxes", "--sandbox-disk-reserve", "512M",
         ]
     )  # fmt: skip
     assert limits == SandboxLimits(
@@ -40,6 +40,7 @@ def test_flags_set_every_limit() -> None:
         cpus=1.5,
         tmp_bytes=64 * 1024**2,
         workspace_bytes=1024**3,
+        disk_reserve_bytes=512 * 1024**2,
         idle_timeout_s=30.0,
         cgroup_parent="corral/sandboxes",
     )
@@ -51,6 +52,12 @@ def test_zero_and_none_turn_limits_off() -> None:
     )
     assert limits is not None
     assert (limits.memory_bytes, limits.pids, limits.cpus, limits.idle_timeout_s) == (None, None, None, None)
+
+
+def test_the_disk_reserve_is_auto_unless_given_and_none_is_no_reserve() -> None:
+    assert parse([])[0] == SandboxLimits(disk_reserve_bytes=None)
+    assert parse(["--sandbox-disk-reserve", "none"])[0] == SandboxLimits(disk_reserve_bytes=0)
+    assert parse([], env={"CORRAL_SANDBOX_DISK_RESERVE": "2G"})[0] == SandboxLimits(disk_reserve_bytes=2 * 1024**3)
 
 
 def test_environment_variables_are_read() -> None:

@@ -30,6 +30,7 @@ from corral.server import build_hands
 MiB = 1024**2
 LIMITS = Limits(memory_bytes=128 * MiB, pids=64, cpus=0.5)
 WORKSPACE_SIZE = 32 * MiB
+DISK_RESERVE = 16 * MiB  # not the default 1 GiB: CI disks may have less than that free
 TMP_SIZE = 16 * MiB
 
 
@@ -54,7 +55,7 @@ def make_provider(data_dir: Path, cgroups: CgroupTree, idle_timeout_s: float | N
     root = data_dir / "workspaces"
     launcher = BubblewrapLauncher.detect(root, cgroups=cgroups, tmp_size=TMP_SIZE)
     owner = (launcher.identity.uid, launcher.identity.gid)
-    volumes = ImageVolumes.detect(root, WORKSPACE_SIZE, owner)
+    volumes = ImageVolumes.detect(root, WORKSPACE_SIZE, owner, DISK_RESERVE)
     return LocalHandsProvider(root, launcher=launcher, owner=owner, volumes=volumes, idle_timeout_s=idle_timeout_s)
 
 
@@ -123,13 +124,11 @@ async def test_nothing_exists_before_the_first_tool_call(provider: LocalHandsPro
     assert not cgroups.session("sesn_lazy").dirs["memory"].exists()
 
 
-async def test_file_tools_attach_the_workspace_without_starting_a_sandbox(
-    provider: LocalHandsProvider, cgroups: CgroupTree
-) -> None:
+async def test_file_tools_run_in_the_sessions_sandbox(provider: LocalHandsProvider, cgroups: CgroupTree) -> None:
     result = await provider.for_session("sesn_files").execute("write", {"file_path": "a.txt", "content": "x"})
     assert not result.is_error
     assert mounted(provider.workspace("sesn_files"))
-    assert not cgroups.session("sesn_files").dirs["memory"].exists()
+    assert cgroups.session("sesn_files").dirs["memory"].exists()
 
 
 # -- limits --------------------------------------------------------------------------------------
@@ -353,7 +352,9 @@ async def test_sweep_leaves_a_live_servers_sandboxes_alone(provider: LocalHandsP
 def test_server_start_kills_the_sandboxes_a_crashed_server_left(
     orphan: subprocess.Popen[bytes], data_dir: Path
 ) -> None:
-    limits = SandboxLimits(memory_bytes=LIMITS.memory_bytes, workspace_bytes=WORKSPACE_SIZE)
+    limits = SandboxLimits(
+        memory_bytes=LIMITS.memory_bytes, workspace_bytes=WORKSPACE_SIZE, disk_reserve_bytes=DISK_RESERVE
+    )
     provider = build_hands(Settings(data_dir=data_dir, sandbox_limits=limits))
     try:
         assert orphan.wait(timeout=5) == -signal.SIGKILL
@@ -363,20 +364,20 @@ def test_server_start_kills_the_sandboxes_a_crashed_server_left(
 
 def test_a_workspace_left_mounted_by_a_dead_server_is_unmounted_at_start(data_dir: Path) -> None:
     root = data_dir / "workspaces"
-    crashed = ImageVolumes.detect(root, WORKSPACE_SIZE)
+    crashed = ImageVolumes.detect(root, WORKSPACE_SIZE, reserve_bytes=DISK_RESERVE)
     crashed.attach(root / "sesn_left")
     os.close(crashed._held.pop(root / "sesn_left"))  # the server died: its lock went with it
-    assert ImageVolumes.detect(root, WORKSPACE_SIZE).sweep() == 1
+    assert ImageVolumes.detect(root, WORKSPACE_SIZE, reserve_bytes=DISK_RESERVE).sweep() == 1
     assert not mounted(root / "sesn_left")
 
 
 def test_a_workspace_cannot_be_attached_by_two_servers_at_once(data_dir: Path) -> None:
     root = data_dir / "workspaces"
-    first = ImageVolumes.detect(root, WORKSPACE_SIZE)
+    first = ImageVolumes.detect(root, WORKSPACE_SIZE, reserve_bytes=DISK_RESERVE)
     first.attach(root / "sesn_shared")
     try:
         with pytest.raises(RuntimeError, match="in use by another Corral server"):
-            ImageVolumes.detect(root, WORKSPACE_SIZE).attach(root / "sesn_shared")
+            ImageVolumes.detect(root, WORKSPACE_SIZE, reserve_bytes=DISK_RESERVE).attach(root / "sesn_shared")
     finally:
         first.delete(root / "sesn_shared")
 
@@ -385,7 +386,7 @@ def test_a_workspace_made_before_the_cap_keeps_its_files(data_dir: Path) -> None
     root = data_dir / "workspaces"
     (root / "sesn_old" / "src").mkdir(parents=True)
     (root / "sesn_old" / "src" / "main.py").write_text("print('kept')\n")
-    volumes = ImageVolumes.detect(root, WORKSPACE_SIZE)
+    volumes = ImageVolumes.detect(root, WORKSPACE_SIZE, reserve_bytes=DISK_RESERVE)
     volumes.attach(root / "sesn_old")
     try:
         assert mounted(root / "sesn_old")
