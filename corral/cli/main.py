@@ -415,7 +415,8 @@ def keys_list(data_dir: str, database_url: str | None) -> None:
 @database_url_option
 @click.argument("key_id")
 def keys_revoke(data_dir: str, database_url: str | None, key_id: str) -> None:
-    """Revoke a key by id; requests with it get 401 from then on."""
+    """Revoke a key by id: new requests with it get 401, and those in progress (event streams, uploads) end
+    within about a second, on every server that shares the database."""
 
     async def revoke(store: Store) -> bool:
         return await store.revoke_api_key(key_id)

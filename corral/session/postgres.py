@@ -351,6 +351,12 @@ class PostgresStore:
         )
         return changed == 1
 
+    async def live_api_key_ids(self, key_ids: list[str]) -> set[str]:
+        rows = await self._read(
+            lambda conn: _all(conn, "SELECT id FROM api_keys WHERE revoked_at IS NULL AND id = ANY(%s)", (key_ids,))
+        )
+        return {row["id"] for row in rows}
+
     # --- agents ----------------------------------------------------------------------------------
 
     _AGENT_COLUMNS = (

@@ -195,6 +195,14 @@ class SqliteStore:
             )
         return cursor.rowcount == 1
 
+    async def live_api_key_ids(self, key_ids: list[str]) -> set[str]:
+        # One JSON array parameter, not one `?` per id: no limit on how many keys a batch holds.
+        rows = self._db.execute(
+            "SELECT id FROM api_keys WHERE revoked_at IS NULL AND id IN (SELECT value FROM json_each(?))",
+            (json.dumps(key_ids),),
+        ).fetchall()
+        return {row["id"] for row in rows}
+
     # --- agents ----------------------------------------------------------------------------------
 
     _AGENT_SELECT = (

@@ -58,6 +58,10 @@ class Store(Protocol):
 
     async def revoke_api_key(self, key_id: str) -> bool: ...
 
+    async def live_api_key_ids(self, key_ids: list[str]) -> set[str]:
+        """Those of `key_ids` that name a key not revoked: one indexed lookup for a whole batch of keys."""
+        ...
+
     # --- agents ----------------------------------------------------------------------------------
     async def insert_agent(self, agent: AgentRecord) -> None: ...
 

@@ -615,6 +615,15 @@ async def test_revoking_a_key_twice_reports_false_the_second_time(store: Store, 
     assert await store.revoke_api_key(api_key.id) is False
 
 
+async def test_live_api_key_ids_leaves_out_revoked_and_unknown_keys(store: Store, api_key: ApiKeyRecord) -> None:
+    second = ApiKeyRecord(id="key_2", workspace_id=WS, hint="sk-...efgh", created_at=ts(1))
+    await store.add_api_key(second, "hash-2")
+    await store.revoke_api_key(second.id)
+
+    assert await store.live_api_key_ids([api_key.id, second.id, "key_unknown"]) == {api_key.id}
+    assert await store.live_api_key_ids([]) == set()
+
+
 # --- concurrency -------------------------------------------------------------------------------------
 
 
