@@ -109,6 +109,10 @@ class SessionWorker:
             for call_id in list(self.view.open_calls):
                 await self._append(self._tool_result_event(call_id, _error_result(RESTARTED_TOOL)))
             await self._append(new_event("session.status_running"))
+            # The view has not necessarily taken those appends (the dead brain's last events leave a gap that
+            # apply_own does not bridge): read them, so that the error results are the tool results the model
+            # now owes an answer to, as after any other tool results.
+            await self._sync()
             self.awaiting |= set(self.view.pending)
             self.needs_model = self.conversation.awaits_reply and not self.view.pending
         elif self.view.unanswered_message() and not self.view.pending:

@@ -67,7 +67,8 @@ class SessionView:
             self.position = max(self.position, event.position)
 
     def apply_own(self, records: list[EventRecord]) -> None:
-        """Apply events this brain just appended, as long as nothing else was appended in between."""
+        """Apply events this brain just appended, as long as nothing else was appended in between; otherwise they
+        wait for the next sync. Decide on the view only after a sync, never right after appending."""
         for record in records:
             if record.position != self.position + 1:
                 return  # someone else appended too: the next sync reads everything in order

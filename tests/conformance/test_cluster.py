@@ -149,6 +149,34 @@ def test_a_dead_nodes_turn_is_taken_over_by_another_node(
     assert [event.type for event in history].count("user.message") == 1
 
 
+def test_a_tool_call_cut_with_its_node_is_answered_by_the_model_on_the_node_that_takes_over(
+    cluster: tuple[CorralServer, CorralServer, str], fake_model: FakeModel
+) -> None:
+    first, second, database = cluster
+    session = new_session(sdk(first))
+    sdk(first).beta.sessions.events.send(session.id, events=[user_message("bash: touch /workspace/started; sleep 30")])
+    owner = lease_owner(database, session.id)
+    victim, survivor = (first, second) if owner.endswith(f":{first.port}") else (second, first)
+    started = first.data_dir / "workspaces" / session.id / "started"
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.01)
+
+    with LiveEvents(sdk(survivor), session.id) as live:
+        victim.kill()
+        fake_model.reset()
+        seen = live.until_idle(timeout=30)
+
+    call = next(event for event in all_events(sdk(survivor), session.id) if event.type == "agent.tool_use")
+    (request,) = fake_model.requests
+    (answer,) = request["body"]["messages"][-1]["content"]
+    assert (answer["tool_use_id"], answer["is_error"]) == (call.id, True)
+    assert "restarted" in answer["content"][0]["text"]
+    assert "session.status_rescheduled" in types_of(seen)
+    assert seen[-1].stop_reason.type == "end_turn"
+
+
 def test_a_turn_survives_a_postgresql_restart(fake_model: FakeModel) -> None:
     database = PostgresServer.start_private()
     try:

@@ -122,7 +122,7 @@ def test_mcp_tools_are_offered_to_the_model_under_namespaced_names(
 
     (body,) = model_bodies(fake_model)
     offered = {tool["name"]: tool for tool in body["tools"]}
-    assert set(offered) == {"tools__add", "tools__echo", "tools__fail"}
+    assert set(offered) == {"tools__add", "tools__echo", "tools__fail", "tools__wait"}
     assert offered["tools__add"]["input_schema"]["required"] == ["a", "b"]
     assert offered["tools__add"]["description"] == "Add two integers."
 
@@ -216,7 +216,7 @@ def test_a_disabled_mcp_tool_is_not_offered(
     run_turn(client, session.id, [user_message("hello")])
 
     (body,) = model_bodies(fake_model)
-    assert {tool["name"] for tool in body["tools"]} == {"tools__add", "tools__echo"}
+    assert {tool["name"] for tool in body["tools"]} == {"tools__add", "tools__echo", "tools__wait"}
 
 
 def test_mcp_tools_sit_beside_the_built_in_tools(

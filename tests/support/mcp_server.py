@@ -9,8 +9,9 @@ Endpoints (one server, one port):
 * `/oauth/token` — an OAuth 2.0 token endpoint: the `refresh_token` grant with `refresh_token` trades it for
   `refreshed_token`, which `/guarded/mcp` then accepts.
 
-Tools: `add(a, b)`, `echo(text)`, `fail(reason)` (always an error result). Every request's `Authorization`
-header and every tool call are recorded, so tests can check what reached the server.
+Tools: `add(a, b)`, `echo(text)`, `fail(reason)` (always an error result), `wait(seconds)` (a call that is
+still running when a test cuts it). Every request's `Authorization` header and every tool call are recorded,
+so tests can check what reached the server.
 
 Run standalone with `python -m tests.support.mcp_server --port 8402`.
 """
@@ -18,6 +19,7 @@ Run standalone with `python -m tests.support.mcp_server --port 8402`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import socket
 import threading
@@ -66,6 +68,13 @@ class McpTestServer:
             """Always fails with the reason."""
             self._record_call("fail", {"reason": reason})
             raise ToolError(reason)
+
+        @mcp.tool()
+        async def wait(seconds: float) -> str:
+            """Wait that many seconds, then say so."""
+            self._record_call("wait", {"seconds": seconds})
+            await asyncio.sleep(seconds)
+            return f"waited {seconds}s"
 
         self._streamable = mcp.streamable_http_app()
         self._sse = mcp.sse_app()
