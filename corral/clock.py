@@ -10,7 +10,8 @@ def now() -> datetime:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: glibc's %Y does not pad years before 1000 to four digits, which breaks ordering.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def now_rfc3339() -> str:
@@ -19,8 +20,14 @@ def now_rfc3339() -> str:
 
 
 def parse_rfc3339(text: str) -> datetime:
-    """Parse what clients send in `created_at[gte]` and friends (`Z` or an offset; a date alone is midnight UTC)."""
+    """Parse what clients send in `created_at[gte]` and friends (`Z` or an offset; a date alone is midnight UTC).
+
+    Raises ValueError for anything else, including moments outside what a datetime holds.
+    """
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "+"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first moment a datetime can hold
+        raise ValueError(f"{text!r} is out of the range of timestamps (years 1 to 9999 UTC)") from None

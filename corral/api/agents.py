@@ -7,19 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from corral.api.http import (
-    decode_cursor,
-    ok,
-    page_response,
-    query_bool,
-    query_int,
-    query_limit,
-    query_time_bounds,
-    read_body,
-)
-from corral.api.schemas import PermissionPolicy, Strict, check_metadata, patch_metadata
+from corral.api.http import ApiRoute, CreatedAtQuery, Query, decode_cursor, ok, page_response, read_body, read_query
+from corral.api.schemas import Metadata, MetadataPatch, PermissionPolicy, Strict, patch_metadata
 from corral.clock import now_rfc3339
 from corral.errors import Conflict, InvalidRequest, NotFound
 from corral.hands.toolset import BUILTIN_TOOLS, TOOLSET_TYPE, resolve_toolset
@@ -29,6 +19,8 @@ from corral.session.records import AgentRecord, Json
 
 EffortLevel = Literal["low", "medium", "high", "xhigh", "max"]
 DEFAULT_EFFORT = "high"
+# The stores keep versions in 32-bit integer columns; no agent gets anywhere near.
+AgentVersion = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class EffortObject(Strict):
@@ -121,18 +113,34 @@ class AgentFields(Strict):
     skills: list[Any] | None = None
     multiagent: dict[str, Any] | None = None
     execution_identity: ExecutionIdentity | None = None
-    metadata: Any = None
 
 
 class AgentCreate(AgentFields):
     name: Annotated[str, Field(min_length=1, max_length=256)]
     model: Annotated[str, Field(min_length=1, max_length=256)] | ModelConfigParam
+    metadata: Metadata | None = None
 
 
 class AgentUpdate(AgentFields):
     name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     model: Annotated[str, Field(min_length=1, max_length=256)] | ModelConfigParam | None = None
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: AgentVersion | None = None
+    metadata: MetadataPatch | None = None
+
+
+class AgentListQuery(CreatedAtQuery):
+    include_archived: bool = False
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    page: str | None = None
+
+
+class AgentRetrieveQuery(Query):
+    version: AgentVersion | None = None
+
+
+class AgentVersionsQuery(Query):
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    page: str | None = None
 
 
 # --- resolution of request forms into stored (response) forms ---------------------------------------
@@ -273,7 +281,7 @@ async def create_agent(request: Request) -> JSONResponse:
         "skills": [],
         "multiagent": None,
         "execution_identity": (params.execution_identity or ServiceAccount(type="service_account")).model_dump(),
-        "metadata": check_metadata(params.metadata),
+        "metadata": params.metadata or {},
     }
     now = now_rfc3339()
     agent = AgentRecord(new_id("agent"), workspace_of(request), 1, body, now, now)
@@ -282,8 +290,8 @@ async def create_agent(request: Request) -> JSONResponse:
 
 
 async def retrieve_agent(request: Request) -> JSONResponse:
-    version = query_int(request, "version", default=None, minimum=1, maximum=2**31)
-    return ok(agent_wire(await load_agent(request, request.path_params["agent_id"], version)))
+    query = read_query(request, AgentRetrieveQuery)
+    return ok(agent_wire(await load_agent(request, request.path_params["agent_id"], query.version)))
 
 
 async def update_agent(request: Request) -> JSONResponse:
@@ -319,7 +327,7 @@ async def update_agent(request: Request) -> JSONResponse:
         identity = params.execution_identity or ServiceAccount(type="service_account")
         body["execution_identity"] = identity.model_dump()
     if "metadata" in raw:
-        body["metadata"] = patch_metadata(current.body.get("metadata", {}), raw["metadata"])
+        body["metadata"] = patch_metadata(current.body.get("metadata", {}), params.metadata)
     check_tools(body["tools"], body["mcp_servers"])
     if body == current.body:
         return ok(agent_wire(current))
@@ -332,13 +340,14 @@ async def update_agent(request: Request) -> JSONResponse:
 
 
 async def list_agents(request: Request) -> JSONResponse:
+    query = read_query(request, AgentListQuery)
     scope = "agents"
     page = await runtime_of(request).store.list_agents(
         workspace_of(request),
-        include_archived=query_bool(request, "include_archived", default=False),
-        created=query_time_bounds(request),
-        limit=query_limit(request, default=20, maximum=100),
-        cursor=decode_cursor(request, scope=scope),
+        include_archived=query.include_archived,
+        created=query.created_bounds(),
+        limit=query.limit,
+        cursor=decode_cursor(query.page, scope=scope),
     )
     return page_response(page, [agent_wire(agent) for agent in page.items], scope=scope)
 
@@ -350,22 +359,23 @@ async def archive_agent(request: Request) -> JSONResponse:
 
 
 async def list_agent_versions(request: Request) -> JSONResponse:
+    query = read_query(request, AgentVersionsQuery)
     agent = await load_agent(request, request.path_params["agent_id"])
     scope = f"agent_versions:{agent.id}"
     page = await runtime_of(request).store.list_agent_versions(
         agent.workspace_id,
         agent.id,
-        limit=query_limit(request, default=20, maximum=100),
-        cursor=decode_cursor(request, scope=scope),
+        limit=query.limit,
+        cursor=decode_cursor(query.page, scope=scope),
     )
     return page_response(page, [agent_wire(version) for version in page.items], scope=scope)
 
 
 routes = [
-    Route("/v1/agents", create_agent, methods=["POST"]),
-    Route("/v1/agents", list_agents, methods=["GET"]),
-    Route("/v1/agents/{agent_id}", retrieve_agent, methods=["GET"]),
-    Route("/v1/agents/{agent_id}", update_agent, methods=["POST"]),
-    Route("/v1/agents/{agent_id}/archive", archive_agent, methods=["POST"]),
-    Route("/v1/agents/{agent_id}/versions", list_agent_versions, methods=["GET"]),
+    ApiRoute("POST", "/v1/agents", create_agent, body=AgentCreate),
+    ApiRoute("GET", "/v1/agents", list_agents, query=AgentListQuery),
+    ApiRoute("GET", "/v1/agents/{agent_id}", retrieve_agent, query=AgentRetrieveQuery),
+    ApiRoute("POST", "/v1/agents/{agent_id}", update_agent, body=AgentUpdate),
+    ApiRoute("POST", "/v1/agents/{agent_id}/archive", archive_agent),
+    ApiRoute("GET", "/v1/agents/{agent_id}/versions", list_agent_versions, query=AgentVersionsQuery),
 ]

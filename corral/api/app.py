@@ -17,6 +17,7 @@ from corral.api import agents, environments, events, operator, sessions, vaults
 from corral.api.edge import HttpMetrics, RateLimits
 from corral.api.errors import handle_api_error, handle_http_exception, handle_unexpected
 from corral.api.middleware import PUBLIC_PATHS, RequestContext
+from corral.api.openapi import OPENAPI_PATH, serve_openapi
 from corral.errors import ApiError
 from corral.observability import tracing
 from corral.runtime import Runtime
@@ -42,6 +43,7 @@ def create_app(runtime: Runtime) -> Starlette:
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
+            Route(OPENAPI_PATH, serve_openapi, methods=["GET"]),
             *agents.routes,
             *environments.routes,
             *sessions.routes,
@@ -54,7 +56,7 @@ def create_app(runtime: Runtime) -> Starlette:
             Middleware(
                 RequestContext,
                 store=runtime.store,
-                public_paths=PUBLIC_PATHS | operator.public_paths(runtime.settings),
+                public_paths=PUBLIC_PATHS | {OPENAPI_PATH} | operator.public_paths(runtime.settings),
             ),
             Middleware(RateLimits, operations=runtime.settings.operations),
         ],

@@ -7,10 +7,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from corral.api.http import decode_cursor, ok, page_response, query_bool, query_limit, read_body
-from corral.api.schemas import Strict, check_metadata, patch_metadata
+from corral.api.http import ApiRoute, Query, decode_cursor, ok, page_response, read_body, read_query
+from corral.api.schemas import Metadata, MetadataPatch, Strict, patch_metadata
 from corral.clock import now_rfc3339
 from corral.errors import Conflict, InvalidRequest, NotFound
 from corral.ids import new_id
@@ -61,7 +60,7 @@ class EnvironmentCreate(Strict):
     name: Annotated[str, Field(min_length=1, max_length=256)]
     config: Config | None = None
     description: Annotated[str, Field(max_length=2048)] | None = None
-    metadata: object = None
+    metadata: Metadata | None = None
     scope: Literal["organization", "account"] | None = None
 
 
@@ -69,8 +68,15 @@ class EnvironmentUpdate(Strict):
     name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     config: Config | None = None
     description: Annotated[str, Field(max_length=2048)] | None = None
-    metadata: object = None
+    # null or "" deletes a key (spec §1.4)
+    metadata: MetadataPatch | None = None
     scope: Literal["organization", "account"] | None = None
+
+
+class EnvironmentListQuery(Query):
+    include_archived: bool = False
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    page: str | None = None
 
 
 DEFAULT_NETWORKING: Json = {
@@ -153,7 +159,7 @@ async def create_environment(request: Request) -> JSONResponse:
     body: Json = {
         "description": params.description or None,
         "config": resolve_config(params.config),
-        "metadata": check_metadata(params.metadata),
+        "metadata": params.metadata or {},
         "scope": params.scope or "organization",
     }
     environment = EnvironmentRecord(new_id("env"), workspace_of(request), params.name, body, now, now)
@@ -189,7 +195,7 @@ async def update_environment(request: Request) -> JSONResponse:
     if "scope" in raw:
         body["scope"] = params.scope or "organization"
     if "metadata" in raw:
-        body["metadata"] = patch_metadata(current.body.get("metadata", {}), raw["metadata"], empty_deletes=True)
+        body["metadata"] = patch_metadata(current.body.get("metadata", {}), params.metadata, empty_deletes=True)
     name = params.name or current.name
     if body == current.body and name == current.name:
         return ok(environment_wire(current))
@@ -200,12 +206,13 @@ async def update_environment(request: Request) -> JSONResponse:
 
 
 async def list_environments(request: Request) -> JSONResponse:
+    query = read_query(request, EnvironmentListQuery)
     scope = "environments"
     page = await runtime_of(request).store.list_environments(
         workspace_of(request),
-        include_archived=query_bool(request, "include_archived", default=False),
-        limit=query_limit(request, default=20, maximum=100),
-        cursor=decode_cursor(request, scope=scope),
+        include_archived=query.include_archived,
+        limit=query.limit,
+        cursor=decode_cursor(query.page, scope=scope),
     )
     return page_response(page, [environment_wire(env) for env in page.items], scope=scope)
 
@@ -223,10 +230,10 @@ async def archive_environment(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/v1/environments", create_environment, methods=["POST"]),
-    Route("/v1/environments", list_environments, methods=["GET"]),
-    Route("/v1/environments/{environment_id}", retrieve_environment, methods=["GET"]),
-    Route("/v1/environments/{environment_id}", update_environment, methods=["POST"]),
-    Route("/v1/environments/{environment_id}", delete_environment, methods=["DELETE"]),
-    Route("/v1/environments/{environment_id}/archive", archive_environment, methods=["POST"]),
+    ApiRoute("POST", "/v1/environments", create_environment, body=EnvironmentCreate),
+    ApiRoute("GET", "/v1/environments", list_environments, query=EnvironmentListQuery),
+    ApiRoute("GET", "/v1/environments/{environment_id}", retrieve_environment),
+    ApiRoute("POST", "/v1/environments/{environment_id}", update_environment, body=EnvironmentUpdate),
+    ApiRoute("DELETE", "/v1/environments/{environment_id}", delete_environment),
+    ApiRoute("POST", "/v1/environments/{environment_id}/archive", archive_environment),
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,24 +54,58 @@ def error_response(
     )
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+# Location parts pydantic adds for the members of a union (`tagged-union[A,B]`, `constrained-str`,
+# `literal['a','b']`, `function-after[...]`): they name schema internals, not fields a client wrote.
+_SCHEMA_LABEL = re.compile(r"^(?:[a-z-]+\[.*\]|(?:constrained|function)-[\w-]+)$", re.DOTALL)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
     """Pydantic's errors as one sentence a client can act on: `tools.0.type: Input should be ...`."""
+    errors = _closest_matches(exc.errors(include_url=False))
     parts = []
-    for error in exc.errors(include_url=False)[:5]:
-        location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
-        location = f"{prefix}.{location}" if prefix and location else (prefix or location)
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
+    for error in errors[:5]:
+        location = ".".join(_field_path(error["loc"]))
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
         parts.append(f"{location}: {message}" if location else message)
-    more = len(exc.errors()) - 5
-    if more > 0:
-        parts.append(f"and {more} more")
+    if len(errors) > 5:
+        parts.append(f"and {len(errors) - 5} more")
     return "; ".join(parts)
 
 
-def invalid(exc: ValidationError, prefix: str = "") -> InvalidRequest:
-    return InvalidRequest(describe_validation_error(exc, prefix))
+def _closest_matches(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Leave out "not a string" for a union member when the value got further into another member.
+
+    `agent: {"type": "agent", "version": 0}` fails both `agent: str` and the object form; only the second says
+    what to fix.
+    """
+
+    def deeper_error_beside(error: ErrorDetails) -> bool:
+        parent = error["loc"][:-1]
+        return any(len(other["loc"]) > len(error["loc"]) and other["loc"][: len(parent)] == parent for other in errors)
+
+    kept = [error for error in errors if not (error["type"].endswith("_type") and deeper_error_beside(error))]
+    return kept or errors
+
+
+def _field_path(location: tuple[int | str, ...]) -> list[str]:
+    path: list[str] = []
+    skip_tag = False
+    for part in location:
+        text = str(part)
+        if skip_tag:  # a tagged union's label is followed by the tag value, which the client wrote as `type`
+            skip_tag = False
+            continue
+        if _SCHEMA_LABEL.match(text):
+            skip_tag = text.startswith("tagged-union[")
+            continue
+        path.append(text)
+    return path
+
+
+def invalid(exc: ValidationError) -> InvalidRequest:
+    # The SDK raises a specialised error for invalid_metadata (spec §1.6), so a failure of metadata alone says so.
+    only_metadata = all(error["loc"][:1] == ("metadata",) for error in exc.errors())
+    return InvalidRequest(describe_validation_error(exc), error_code="invalid_metadata" if only_metadata else None)
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:

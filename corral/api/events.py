@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from corral.api.edge import ensure_session_capacity
 from corral.api.event_params import EventParam, to_new_event
 from corral.api.http import (
+    ApiRoute,
+    CreatedAtQuery,
+    Order,
+    Query,
     decode_cursor,
     ok,
     page_response,
-    query_limit,
-    query_list,
-    query_order,
-    query_time_bounds,
     read_body,
+    read_query,
 )
 from corral.api.schemas import Strict
 from corral.api.sessions import ensure_writable, load_session
@@ -33,26 +33,42 @@ from corral.session.fanout import Frame
 from corral.session.records import NewEvent
 from corral.session.store import Store
 
+if TYPE_CHECKING:
+    ListableType = str
+    PreviewableType = str
+else:  # the literals are built from the sets so that the two cannot drift apart
+    ListableType = Literal[tuple(sorted(LISTABLE_TYPES))]
+    PreviewableType = Literal[tuple(sorted(PREVIEWABLE_TYPES))]
+
 
 class SendEvents(Strict):
     events: Annotated[list[EventParam], Field(min_length=1, max_length=100)]
 
 
+class EventListQuery(CreatedAtQuery):
+    """`created_at[...]` bounds compare with the events' `processed_at` (spec §8.1)."""
+
+    types: list[ListableType] = []
+    order: Order = "asc"
+    limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+    page: str | None = None
+
+
+class EventStreamQuery(Query):
+    event_deltas: Annotated[list[PreviewableType], Field(max_length=100)] = []
+
+
 async def list_events(request: Request) -> JSONResponse:
+    query = read_query(request, EventListQuery)
     session = await load_session(request, request.path_params["session_id"])
-    types = query_list(request, "types")
-    unknown = sorted(set(types) - LISTABLE_TYPES)
-    if unknown:
-        raise InvalidRequest(f"types[] has unknown event types: {', '.join(unknown)}")
-    order = query_order(request, default="asc")
-    scope = f"events:{session.id}:{order}"
+    scope = f"events:{session.id}:{query.order}"
     page = await runtime_of(request).store.list_events(
         session.id,
-        types=types,
-        processed=query_time_bounds(request),
-        order=order,
-        limit=query_limit(request, default=1000, maximum=1000),
-        cursor=decode_cursor(request, scope=scope),
+        types=list(query.types),
+        processed=query.created_bounds(),
+        order=query.order,
+        limit=query.limit,
+        cursor=decode_cursor(query.page, scope=scope),
     )
     return page_response(page, [event.to_wire() for event in page.items], scope=scope)
 
@@ -109,15 +125,9 @@ async def _check_answer(store: Store, session_id: str, event: NewEvent) -> None:
 
 async def stream_events(request: Request) -> EventSourceResponse:
     runtime = runtime_of(request)
+    query = read_query(request, EventStreamQuery)
     session = await load_session(request, request.path_params["session_id"])
-    deltas = query_list(request, "event_deltas")
-    if len(deltas) > 100:
-        raise InvalidRequest("event_deltas[] takes at most 100 values")
-    unknown = sorted(set(deltas) - PREVIEWABLE_TYPES)
-    if unknown:
-        raise InvalidRequest(
-            f"event_deltas[] accepts only {', '.join(sorted(PREVIEWABLE_TYPES))}; got {', '.join(unknown)}"
-        )
+    deltas = query.event_deltas
     after_event = request.headers.get("last-event-id") or None
     try:
         subscription = await runtime.log.open_stream(session.id, frozenset(deltas), after_event)
@@ -137,7 +147,7 @@ async def _sse(frames: AsyncIterator[Frame]) -> AsyncIterator[ServerSentEvent]:
 
 
 routes = [
-    Route("/v1/sessions/{session_id}/events", list_events, methods=["GET"]),
-    Route("/v1/sessions/{session_id}/events", send_events, methods=["POST"]),
-    Route("/v1/sessions/{session_id}/events/stream", stream_events, methods=["GET"]),
+    ApiRoute("GET", "/v1/sessions/{session_id}/events", list_events, query=EventListQuery),
+    ApiRoute("POST", "/v1/sessions/{session_id}/events", send_events, body=SendEvents),
+    ApiRoute("GET", "/v1/sessions/{session_id}/events/stream", stream_events, query=EventStreamQuery, streams=True),
 ]

@@ -72,42 +72,21 @@ UserContentBlock = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discr
 ToolResultBlock = Annotated[TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")]
 
 
-def check_metadata(value: Any, *, field: str = "metadata", patch: bool = False) -> dict[str, str | None]:
-    """Validate a metadata map (16 pairs, keys <= 64 chars, values <= 512); on a patch, null deletes a key."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidRequest(
-            f"{field} must be an object of string keys and string values", error_code="invalid_metadata"
-        )
-    if len(value) > MAX_METADATA_PAIRS:
-        raise InvalidRequest(
-            f"{field} has {len(value)} keys; at most {MAX_METADATA_PAIRS} are allowed",
-            error_code="invalid_metadata",
-        )
-    for key, item in value.items():
-        if not 1 <= len(key) <= MAX_METADATA_KEY:
-            raise InvalidRequest(
-                f"{field} key {key[:80]!r} must be 1 to {MAX_METADATA_KEY} characters",
-                error_code="invalid_metadata",
-            )
-        if item is None and patch:
-            continue
-        if not isinstance(item, str):
-            raise InvalidRequest(f"{field}.{key} must be a string", error_code="invalid_metadata")
-        if len(item) > MAX_METADATA_VALUE:
-            raise InvalidRequest(
-                f"{field}.{key} is {len(item)} characters; at most {MAX_METADATA_VALUE} are allowed",
-                error_code="invalid_metadata",
-            )
-    return dict(value)
+# Metadata (agents, environments, sessions, vaults, credentials): 16 pairs, keys 1-64 characters, values up to
+# 512. A failure here is reported with error_code `invalid_metadata` (see `corral.api.errors.invalid`).
+MetadataKey = Annotated[str, Field(min_length=1, max_length=MAX_METADATA_KEY)]
+MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)]
+# On an update, metadata is a patch: a string upserts its key, null removes it.
+MetadataPatch = Annotated[dict[MetadataKey, MetadataValue | None], Field(max_length=MAX_METADATA_PAIRS)]
 
 
-def patch_metadata(current: dict[str, str], patch: Any, *, empty_deletes: bool = False) -> dict[str, str]:
+def patch_metadata(
+    current: dict[str, str], patch: dict[str, str | None] | None, *, empty_deletes: bool = False
+) -> dict[str, str]:
     """Apply a metadata patch: a string upserts, null (or "" where `empty_deletes`) removes the key."""
-    changes = check_metadata(patch, patch=True)
     merged = dict(current)
-    for key, value in changes.items():
+    for key, value in (patch or {}).items():
         if value is None or (empty_deletes and value == ""):
             merged.pop(key, None)
         else:

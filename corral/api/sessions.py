@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from corral.api.agents import (
+    AgentVersion,
     McpServerParam,
     ModelConfigParam,
     ToolParam,
@@ -21,21 +21,9 @@ from corral.api.agents import (
 )
 from corral.api.edge import ensure_session_capacity
 from corral.api.environments import load_environment
-from corral.api.errors import invalid
 from corral.api.event_params import InitialEventParam, to_new_event
-from corral.api.http import (
-    decode_cursor,
-    ok,
-    page_response,
-    query_bool,
-    query_int,
-    query_limit,
-    query_list,
-    query_order,
-    query_time_bounds,
-    read_body,
-)
-from corral.api.schemas import Strict, check_metadata, patch_metadata
+from corral.api.http import ApiRoute, CreatedAtQuery, Order, decode_cursor, ok, page_response, read_body, read_query
+from corral.api.schemas import Metadata, MetadataPatch, Strict, patch_metadata
 from corral.api.vaults import load_vault
 from corral.clock import now, now_rfc3339, parse_rfc3339
 from corral.errors import Conflict, InvalidRequest, NotFound
@@ -47,24 +35,34 @@ from corral.session.log import new_event
 from corral.session.records import Json, SessionRecord
 from corral.session.state import SessionState, active_seconds_now, empty_usage
 
-SESSION_STATUSES = ("rescheduling", "running", "idle", "terminated")
+SessionStatus = Literal["rescheduling", "running", "idle", "terminated"]
 
 
 class AgentReference(Strict):
     type: Literal["agent"]
     id: Annotated[str, Field(min_length=1)]
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: AgentVersion | None = None
 
 
 class AgentWithOverrides(Strict):
     type: Literal["agent_with_overrides"]
     id: Annotated[str, Field(min_length=1)]
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: AgentVersion | None = None
     model: Annotated[str, Field(min_length=1)] | ModelConfigParam | None = None
     system: Annotated[str, Field(max_length=100_000)] | None = None
     tools: Annotated[list[ToolParam], Field(max_length=256)] | None = None
     mcp_servers: Annotated[list[McpServerParam], Field(max_length=20)] | None = None
     skills: list[Any] | None = None
+
+
+class MaxListCost(Strict):
+    amount: Annotated[str, Field(pattern=r"^[0-9]{1,15}$")]
+    currency: Literal["USD"]
+
+
+class BudgetParam(Strict):
+    type: Literal["limit"]
+    max_list_cost: MaxListCost
 
 
 class SessionCreate(Strict):
@@ -74,11 +72,11 @@ class SessionCreate(Strict):
     )
     environment_id: Annotated[str, Field(min_length=1)]
     title: Annotated[str, Field(max_length=1024)] | None = None
-    metadata: object = None
+    metadata: Metadata | None = None
     resources: list[Any] | None = None
     vault_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=20)] | None = None
     initial_events: Annotated[list[InitialEventParam], Field(max_length=50)] | None = None
-    budget: Any = None
+    budget: BudgetParam | None = None
 
 
 class SessionAgentUpdate(Strict):
@@ -88,10 +86,20 @@ class SessionAgentUpdate(Strict):
 
 class SessionUpdate(Strict):
     title: Annotated[str, Field(max_length=1024)] | None = None
-    metadata: object = None
+    metadata: MetadataPatch | None = None
     agent: SessionAgentUpdate | None = None
-    budget: Any = None
-    vault_ids: Any = None
+    budget: BudgetParam | None = None
+    vault_ids: list[str] | None = None  # fixed at creation: only null is accepted
+
+
+class SessionListQuery(CreatedAtQuery):
+    agent_id: str | None = None
+    agent_version: AgentVersion | None = None
+    statuses: list[SessionStatus] = []
+    include_archived: bool = False
+    order: Order = "desc"
+    limit: Annotated[int, Field(ge=1, le=1000)] = 20
+    page: str | None = None
 
 
 def session_wire(session: SessionRecord, prices: list[ModelPrice]) -> Json:
@@ -162,24 +170,10 @@ def _reject_unsupported(params: SessionCreate) -> None:
         raise InvalidRequest("session resources are not supported by this server yet; omit 'resources'")
 
 
-class MaxListCost(Strict):
-    amount: Annotated[str, Field(pattern=r"^[0-9]{1,15}$")]
-    currency: Literal["USD"]
-
-
-class BudgetParam(Strict):
-    type: Literal["limit"]
-    max_list_cost: MaxListCost
-
-
-def _budget(raw: Any, prices: list[ModelPrice], snapshot: Json) -> Json | None:
-    """A validated budget for a session whose agent is `snapshot` (None: no budget)."""
-    if raw is None:
+def _budget(budget: BudgetParam | None, prices: list[ModelPrice], snapshot: Json) -> Json | None:
+    """The budget of a session whose agent is `snapshot` (None: no budget)."""
+    if budget is None:
         return None
-    try:
-        budget = BudgetParam.model_validate(raw)
-    except ValidationError as exc:
-        raise invalid(exc, "budget") from exc
     if price_for(prices, snapshot["model"]["id"]) is None:
         raise InvalidRequest(
             f"model '{snapshot['model']['id']}' has no list price on this server, so a budget cannot be measured; "
@@ -189,11 +183,11 @@ def _budget(raw: Any, prices: list[ModelPrice], snapshot: Json) -> Json | None:
     return budget.model_dump()
 
 
-def _updated_budget(session: SessionRecord, raw: Any, prices: list[ModelPrice]) -> Json | None:
+def _updated_budget(session: SessionRecord, update: BudgetParam | None, prices: list[ModelPrice]) -> Json | None:
     """A budget update: replace (never below what is spent) or remove; never add one after creation."""
-    if session.body.get("budget") is None and raw is not None:
+    if session.body.get("budget") is None and update is not None:
         raise InvalidRequest("a budget can only be set when the session is created", error_code="budget_create_only")
-    budget = _budget(raw, prices, session.body["agent"])
+    budget = _budget(update, prices, session.body["agent"])
     if budget is not None:
         spent = list_cost(prices, session.body, session.usage)
         if (
@@ -246,7 +240,7 @@ async def create_session(request: Request) -> JSONResponse:
         environment_id=environment.id,
         body={
             "title": params.title,
-            "metadata": check_metadata(params.metadata),
+            "metadata": params.metadata or {},
             "agent": snapshot,
             "vault_ids": vault_ids,
             "budget": _budget(params.budget, runtime.settings.prices, snapshot),
@@ -277,18 +271,18 @@ async def update_session(request: Request) -> JSONResponse:
     session = await load_session(request, request.path_params["session_id"])
     if session.archived_at is not None:
         raise Conflict(f"session {session.id} is archived and read-only")
-    if raw.get("vault_ids") is not None:
+    if params.vault_ids is not None:
         raise InvalidRequest("vault_ids cannot be changed after a session is created")
     body = dict(session.body)
     changed: Json = {}
     if "budget" in raw:
-        budget = _updated_budget(session, raw["budget"], runtime.settings.prices)
+        budget = _updated_budget(session, params.budget, runtime.settings.prices)
         if budget != body.get("budget"):
             body["budget"] = changed["budget"] = budget
     if "title" in raw and params.title != body.get("title"):
         body["title"] = changed["title"] = params.title
     if "metadata" in raw:
-        metadata = patch_metadata(body.get("metadata", {}), raw["metadata"])
+        metadata = patch_metadata(body.get("metadata", {}), params.metadata)
         if metadata != body.get("metadata", {}):
             body["metadata"] = changed["metadata"] = metadata
     if params.agent is not None:
@@ -314,29 +308,23 @@ async def update_session(request: Request) -> JSONResponse:
 
 
 async def list_sessions(request: Request) -> JSONResponse:
-    order = query_order(request, default="desc")
-    statuses = query_list(request, "statuses")
-    for status in statuses:
-        if status not in SESSION_STATUSES:
-            raise InvalidRequest(f"statuses[] must be one of {', '.join(SESSION_STATUSES)}; got {status!r}")
-    agent_id = request.query_params.get("agent_id") or None
-    agent_version = query_int(request, "agent_version", default=None, minimum=1, maximum=2**31)
-    if agent_version is not None and agent_id is None:
+    query = read_query(request, SessionListQuery)
+    if query.agent_version is not None and query.agent_id is None:
         raise InvalidRequest("agent_version can only be used together with agent_id")
     for unsupported in ("deployment_id", "memory_store_id"):
         if request.query_params.get(unsupported):
             raise InvalidRequest(f"filtering by {unsupported} is not supported by this server yet")
-    scope = f"sessions:{order}"
+    scope = f"sessions:{query.order}"
     page = await runtime_of(request).store.list_sessions(
         workspace_of(request),
-        agent_id=agent_id,
-        agent_version=agent_version,
-        statuses=statuses,
-        include_archived=query_bool(request, "include_archived", default=False),
-        created=query_time_bounds(request),
-        order=order,
-        limit=query_limit(request, default=20, maximum=1000),
-        cursor=decode_cursor(request, scope=scope),
+        agent_id=query.agent_id,
+        agent_version=query.agent_version,
+        statuses=list(query.statuses),
+        include_archived=query.include_archived,
+        created=query.created_bounds(),
+        order=query.order,
+        limit=query.limit,
+        cursor=decode_cursor(query.page, scope=scope),
     )
     return page_response(
         page, [session_wire(s, runtime_of(request).settings.prices) for s in page.items], scope=scope, with_prev=True
@@ -368,10 +356,10 @@ async def delete_session(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/v1/sessions", create_session, methods=["POST"]),
-    Route("/v1/sessions", list_sessions, methods=["GET"]),
-    Route("/v1/sessions/{session_id}", retrieve_session, methods=["GET"]),
-    Route("/v1/sessions/{session_id}", update_session, methods=["POST"]),
-    Route("/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
-    Route("/v1/sessions/{session_id}/archive", archive_session, methods=["POST"]),
+    ApiRoute("POST", "/v1/sessions", create_session, body=SessionCreate),
+    ApiRoute("GET", "/v1/sessions", list_sessions, query=SessionListQuery),
+    ApiRoute("GET", "/v1/sessions/{session_id}", retrieve_session),
+    ApiRoute("POST", "/v1/sessions/{session_id}", update_session, body=SessionUpdate),
+    ApiRoute("DELETE", "/v1/sessions/{session_id}", delete_session),
+    ApiRoute("POST", "/v1/sessions/{session_id}/archive", archive_session),
 ]

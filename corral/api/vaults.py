@@ -16,10 +16,9 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from corral.api.http import decode_cursor, ok, page_response, query_bool, query_limit, read_body
-from corral.api.schemas import Strict, check_metadata, patch_metadata
+from corral.api.http import ApiRoute, Query, decode_cursor, ok, page_response, read_body, read_query
+from corral.api.schemas import Metadata, MetadataPatch, Strict, patch_metadata
 from corral.clock import now, now_rfc3339, parse_rfc3339, rfc3339
 from corral.errors import Conflict, InvalidRequest, NotFound
 from corral.ids import new_id
@@ -41,12 +40,20 @@ SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")]
 
 class VaultCreate(Strict):
     display_name: DisplayName
-    metadata: object = None
+    metadata: Metadata | None = None
 
 
 class VaultUpdate(Strict):
     display_name: DisplayName | None = None
-    metadata: object = None
+    metadata: MetadataPatch | None = None
+
+
+class VaultListQuery(Query):
+    """Also the query of a vault's credentials listing."""
+
+    include_archived: bool = False
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    page: str | None = None
 
 
 class UnrestrictedNetworking(Strict):
@@ -114,7 +121,7 @@ AuthCreate = Annotated[StaticBearerCreate | McpOAuthCreate | EnvironmentVariable
 class CredentialCreate(Strict):
     auth: AuthCreate
     display_name: Annotated[str, Field(max_length=255)] | None = None
-    metadata: object = None
+    metadata: Metadata | None = None
 
 
 class StaticBearerUpdate(Strict):
@@ -156,7 +163,7 @@ AuthUpdate = Annotated[StaticBearerUpdate | McpOAuthUpdate | EnvironmentVariable
 class CredentialUpdate(Strict):
     auth: AuthUpdate | None = None
     display_name: Annotated[str, Field(max_length=255)] | None = None
-    metadata: object = None
+    metadata: MetadataPatch | None = None
 
 
 # --- validation ----------------------------------------------------------------------------------------
@@ -169,7 +176,10 @@ _RESERVED_NAMES = frozenset(
 
 
 def _check_url(url: str, field: str) -> str:
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())  # raises on an unbalanced IPv6 bracket: `http://[::1`
+    except ValueError as exc:
+        raise InvalidRequest(f"{field} is not a valid URL ({exc}): {url[:200]!r}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest(f"{field} must be an http:// or https:// URL with a host, got {url[:200]!r}")
     if parts.username or parts.password:
@@ -279,9 +289,10 @@ def apply_auth_update(
     if update.type != current["type"]:
         raise InvalidRequest(f"auth.type cannot change from '{current['type']}' to '{update.type}'")
     public, secret = dict(current), dict(secret)
-    url = update.mcp_server_url if isinstance(update, StaticBearerUpdate | McpOAuthUpdate) else None
-    if url is not None and mcp_identity(url) != mcp_identity(current["mcp_server_url"]):
-        raise InvalidRequest("auth.mcp_server_url cannot change; archive this credential and create another")
+    if isinstance(update, StaticBearerUpdate | McpOAuthUpdate) and update.mcp_server_url is not None:
+        url = _check_url(update.mcp_server_url, "auth.mcp_server_url")
+        if mcp_identity(url) != mcp_identity(current["mcp_server_url"]):
+            raise InvalidRequest("auth.mcp_server_url cannot change; archive this credential and create another")
     if isinstance(update, StaticBearerUpdate):
         if update.token is not None:
             secret["token"] = update.token
@@ -380,7 +391,7 @@ def _writable(vault: VaultRecord) -> None:
 async def create_vault(request: Request) -> JSONResponse:
     params, _ = await read_body(request, VaultCreate)
     timestamp = now_rfc3339()
-    body: Json = {"display_name": params.display_name, "metadata": check_metadata(params.metadata)}
+    body: Json = {"display_name": params.display_name, "metadata": params.metadata or {}}
     vault = VaultRecord(new_id("vlt"), workspace_of(request), body, timestamp, timestamp)
     await runtime_of(request).store.insert_vault(vault)
     return ok(vault_wire(vault))
@@ -400,7 +411,7 @@ async def update_vault(request: Request) -> JSONResponse:
     if params.display_name is not None:
         body["display_name"] = params.display_name
     if "metadata" in raw:
-        body["metadata"] = patch_metadata(vault.body.get("metadata", {}), raw["metadata"])
+        body["metadata"] = patch_metadata(vault.body.get("metadata", {}), params.metadata)
     if body == vault.body:
         return ok(vault_wire(vault))
     updated = VaultRecord(vault.id, vault.workspace_id, body, vault.created_at, now_rfc3339())
@@ -409,12 +420,13 @@ async def update_vault(request: Request) -> JSONResponse:
 
 
 async def list_vaults(request: Request) -> JSONResponse:
+    query = read_query(request, VaultListQuery)
     scope = "vaults"
     page = await runtime_of(request).store.list_vaults(
         workspace_of(request),
-        include_archived=query_bool(request, "include_archived", default=False),
-        limit=query_limit(request, default=20, maximum=100),
-        cursor=decode_cursor(request, scope=scope),
+        include_archived=query.include_archived,
+        limit=query.limit,
+        cursor=decode_cursor(query.page, scope=scope),
     )
     return page_response(page, [vault_wire(vault) for vault in page.items], scope=scope)
 
@@ -448,7 +460,7 @@ async def create_credential(request: Request) -> JSONResponse:
         )
     credential_id = new_id("vcrd")
     timestamp = now_rfc3339()
-    body: Json = {"display_name": params.display_name, "auth": public, "metadata": check_metadata(params.metadata)}
+    body: Json = {"display_name": params.display_name, "auth": public, "metadata": params.metadata or {}}
     sealed = runtime.vault.box.seal(secret, context=credential_context(vault.workspace_id, credential_id))
     credential = CredentialRecord(
         credential_id, vault.workspace_id, vault.id, identity, body, sealed, timestamp, timestamp
@@ -488,7 +500,7 @@ async def update_credential(request: Request) -> JSONResponse:
     if "display_name" in raw:
         body["display_name"] = params.display_name
     if "metadata" in raw:
-        body["metadata"] = patch_metadata(credential.body.get("metadata", {}), raw["metadata"])
+        body["metadata"] = patch_metadata(credential.body.get("metadata", {}), params.metadata)
     if body == credential.body and sealed == credential.secret:
         return ok(credential_wire(credential))
     updated = CredentialRecord(
@@ -507,14 +519,15 @@ async def update_credential(request: Request) -> JSONResponse:
 
 
 async def list_credentials(request: Request) -> JSONResponse:
+    query = read_query(request, VaultListQuery)
     vault = await load_vault(request, request.path_params["vault_id"])
     scope = f"credentials:{vault.id}"
     page = await runtime_of(request).store.list_credentials(
         vault.workspace_id,
         vault.id,
-        include_archived=query_bool(request, "include_archived", default=False),
-        limit=query_limit(request, default=20, maximum=100),
-        cursor=decode_cursor(request, scope=scope),
+        include_archived=query.include_archived,
+        limit=query.limit,
+        cursor=decode_cursor(query.page, scope=scope),
     )
     return page_response(page, [credential_wire(credential) for credential in page.items], scope=scope)
 
@@ -544,20 +557,20 @@ async def validate_credential(request: Request) -> JSONResponse:
     )
 
 
+CREDENTIAL = "/v1/vaults/{vault_id}/credentials/{credential_id}"
+
 routes = [
-    Route("/v1/vaults", create_vault, methods=["POST"]),
-    Route("/v1/vaults", list_vaults, methods=["GET"]),
-    Route("/v1/vaults/{vault_id}", retrieve_vault, methods=["GET"]),
-    Route("/v1/vaults/{vault_id}", update_vault, methods=["POST"]),
-    Route("/v1/vaults/{vault_id}", delete_vault, methods=["DELETE"]),
-    Route("/v1/vaults/{vault_id}/archive", archive_vault, methods=["POST"]),
-    Route("/v1/vaults/{vault_id}/credentials", create_credential, methods=["POST"]),
-    Route("/v1/vaults/{vault_id}/credentials", list_credentials, methods=["GET"]),
-    Route("/v1/vaults/{vault_id}/credentials/{credential_id}", retrieve_credential, methods=["GET"]),
-    Route("/v1/vaults/{vault_id}/credentials/{credential_id}", update_credential, methods=["POST"]),
-    Route("/v1/vaults/{vault_id}/credentials/{credential_id}", delete_credential, methods=["DELETE"]),
-    Route("/v1/vaults/{vault_id}/credentials/{credential_id}/archive", archive_credential, methods=["POST"]),
-    Route(
-        "/v1/vaults/{vault_id}/credentials/{credential_id}/mcp_oauth_validate", validate_credential, methods=["POST"]
-    ),
+    ApiRoute("POST", "/v1/vaults", create_vault, body=VaultCreate),
+    ApiRoute("GET", "/v1/vaults", list_vaults, query=VaultListQuery),
+    ApiRoute("GET", "/v1/vaults/{vault_id}", retrieve_vault),
+    ApiRoute("POST", "/v1/vaults/{vault_id}", update_vault, body=VaultUpdate),
+    ApiRoute("DELETE", "/v1/vaults/{vault_id}", delete_vault),
+    ApiRoute("POST", "/v1/vaults/{vault_id}/archive", archive_vault),
+    ApiRoute("POST", "/v1/vaults/{vault_id}/credentials", create_credential, body=CredentialCreate),
+    ApiRoute("GET", "/v1/vaults/{vault_id}/credentials", list_credentials, query=VaultListQuery),
+    ApiRoute("GET", CREDENTIAL, retrieve_credential),
+    ApiRoute("POST", CREDENTIAL, update_credential, body=CredentialUpdate),
+    ApiRoute("DELETE", CREDENTIAL, delete_credential),
+    ApiRoute("POST", f"{CREDENTIAL}/archive", archive_credential),
+    ApiRoute("POST", f"{CREDENTIAL}/mcp_oauth_validate", validate_credential),
 ]
