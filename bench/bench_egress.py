@@ -38,11 +38,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.egress import EgressProxy
 from corral.hands.local import LocalHandsProvider
-from corral.hands.netpolicy import AddressPolicy, HostRules, parse_allow_addresses
-from corral.hands.provision import Provisioner
+from corral.hands.net.egress import EgressProxy
+from corral.hands.net.policy import AddressPolicy, HostRules, parse_allow_addresses
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.provision import Provisioner
 from corral.vault.credentials import EnvironmentSecret, placeholder_for
 from tests.support.local_web import LocalWeb, Response, static_resolver
 

@@ -43,10 +43,10 @@ import uvloop
 
 from bench.bench_turns import Series, commit, load_average, machine, percentile, write_results
 from corral.config import SandboxLimits, Settings
-from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.cgroups import CgroupTree
 from corral.hands.local import LocalHandsProvider
-from corral.hands.volumes import ImageVolumes
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.cgroups import CgroupTree
+from corral.hands.sandbox.volumes import ImageVolumes
 from corral.server import build_hands
 
 WARM_TARGET_MS = 2.0  # design target: a warm bash round trip costs <= 2 ms of Corral's own overhead

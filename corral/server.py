@@ -16,16 +16,13 @@ from corral.api.app import create_app
 from corral.api.auth import issue_key, register_key
 from corral.brain.scheduler import Brain
 from corral.config import Settings
-from corral.hands.bubblewrap import BubblewrapLauncher, RefusingLauncher
-from corral.hands.cgroups import CgroupTree, Limits, format_bytes
-from corral.hands.egress import CredentialSource, EgressProxy
+from corral.hands.builtin.web import BRAVE_API_KEY_ENV, BraveBackend, SearchBackend, SearxngBackend, WebTools
 from corral.hands.local import LocalHandsProvider
-from corral.hands.netpolicy import AddressPolicy, parse_allow_addresses
-from corral.hands.packages import PackageCache
-from corral.hands.provision import ErrorReporter, Provisioner
-from corral.hands.shell import LocalShellLauncher, SandboxUnavailable
-from corral.hands.volumes import DirectoryVolumes, ImageVolumes, RefusingVolumes, WorkspaceVolumes
-from corral.hands.web import BRAVE_API_KEY_ENV, BraveBackend, SearchBackend, SearxngBackend, WebTools
+from corral.hands.net.egress import CredentialSource, EgressProxy
+from corral.hands.net.policy import AddressPolicy, parse_allow_addresses
+from corral.hands.sandbox.packages import PackageCache
+from corral.hands.sandbox.provision import ErrorReporter, Provisioner
+from corral.hands.sandbox.registry import open_sandboxes
 from corral.ids import new_id
 from corral.mcp.client import McpHub
 from corral.models.router import ModelRouter
@@ -45,56 +42,28 @@ log = logging.getLogger("corral")
 def build_hands(
     settings: Settings, *, credentials: CredentialSource | None = None, report: ErrorReporter | None = None
 ) -> LocalHandsProvider:
-    """Workspaces under the data dir; shells in bubblewrap with per-session limits.
+    """Workspaces under the data dir; shells in the sandbox backend `--sandbox` names (`hands/sandbox/registry.py`).
 
     What cannot be provided as configured is refused with the reason and its fix, at start (logged) and in
-    every tool call it affects; nothing silently runs with less confinement than asked for. Sandboxes that a
-    crashed predecessor left running are killed here. `credentials` and `report` are the provisioner's (the
-    sessions' vault credentials for the egress proxy; where a credential's unreachable host is reported).
+    every tool call it affects; nothing silently runs with less confinement than asked for. `credentials` and
+    `report` are the provisioner's (the sessions' vault credentials for the egress proxy; where a credential's
+    unreachable host is reported).
     """
     limits = settings.sandbox_limits
-    root = settings.workspaces_dir
     web = build_web_tools(settings)
-    if settings.sandbox == "none":
-        log.warning("--sandbox none: tool commands run UNCONFINED on this host, as the server's user")
-        log.warning("--sandbox none: environments' networking and packages are not applied to tool commands")
-        return LocalHandsProvider(root, launcher=LocalShellLauncher(), idle_timeout_s=limits.idle_timeout_s, web=web)
-    launcher: BubblewrapLauncher | RefusingLauncher
-    owner: tuple[int, int] | None = None
-    try:
-        cgroups = _sandbox_cgroups(settings)
-        launcher = BubblewrapLauncher.detect(root, cgroups=cgroups, tmp_size=limits.tmp_bytes)
-        owner = (launcher.identity.uid, launcher.identity.gid)
-    except SandboxUnavailable as exc:
-        log.error("sandbox unavailable, bash calls will fail until this is fixed: %s", exc)
-        launcher = RefusingLauncher(str(exc))
-    volumes: WorkspaceVolumes = DirectoryVolumes(owner)
-    if limits.workspace_bytes is None:
-        log.warning("--sandbox-workspace-size none: workspaces share the data disk; one session can fill it")
-    else:
-        try:
-            volumes = ImageVolumes.detect(root, limits.workspace_bytes, owner, limits.disk_reserve_bytes)
-            stale = volumes.sweep()
-            if stale:
-                log.warning("unmounted %d workspace(s) left mounted by a server that is gone", stale)
-        except SandboxUnavailable as exc:
-            log.error("workspaces unavailable, tool calls will fail until this is fixed: %s", exc)
-            volumes = RefusingVolumes(str(exc))
-    if isinstance(launcher, BubblewrapLauncher):
-        log.info(
-            "sandboxes: bubblewrap, %s, /tmp %s, workspace %s, stopped after %s idle",
-            launcher.cgroups.limits.describe() if launcher.cgroups else "no cgroup limits",
-            "default size" if limits.tmp_bytes is None else format_bytes(limits.tmp_bytes),
-            "uncapped" if limits.workspace_bytes is None else format_bytes(limits.workspace_bytes),
-            "never" if limits.idle_timeout_s is None else f"{limits.idle_timeout_s:g} s",
-        )
+    sandboxes = open_sandboxes(settings.sandbox, settings.workspaces_dir, limits)
+    provisioner = (
+        build_provisioner(settings, web.addresses, sandboxes.owner, credentials=credentials, report=report)
+        if sandboxes.applies_environments
+        else None
+    )
     return LocalHandsProvider(
-        root,
-        launcher=launcher,
-        owner=owner,
-        volumes=volumes,
+        settings.workspaces_dir,
+        launcher=sandboxes.launcher,
+        owner=sandboxes.owner,
+        volumes=sandboxes.volumes,
         idle_timeout_s=limits.idle_timeout_s,
-        provisioner=build_provisioner(settings, web.addresses, owner, credentials=credentials, report=report),
+        provisioner=provisioner,
         web=web,
     )
 
@@ -128,19 +97,6 @@ def build_provisioner(
         credentials=credentials,
         report=report,
     )
-
-
-def _sandbox_cgroups(settings: Settings) -> CgroupTree | None:
-    """This server's cgroup tree, after killing the sandboxes of dead predecessors (None: limits off)."""
-    limits = settings.sandbox_limits
-    if limits.cgroup_parent is None:
-        log.warning("--sandbox-cgroup none: sandboxes run without memory, process and CPU limits")
-        return None
-    tree = CgroupTree.detect(limits.cgroup_parent, Limits(limits.memory_bytes, limits.pids, limits.cpus))
-    swept = tree.sweep_orphans()
-    if swept:
-        log.warning("killed %d sandbox(es) left running by a server that is gone", swept)
-    return tree
 
 
 async def build_runtime(settings: Settings) -> Runtime:

@@ -12,7 +12,7 @@ from corral.api.http import ApiRoute, CreatedAtQuery, Query, decode_cursor, ok, 
 from corral.api.schemas import Metadata, MetadataPatch, PermissionPolicy, Strict, patch_metadata
 from corral.clock import now_rfc3339
 from corral.errors import Conflict, InvalidRequest, NotFound
-from corral.hands.toolset import BUILTIN_TOOLS, TOOLSET_TYPE, resolve_toolset
+from corral.hands.builtin.toolset import BUILTIN_TOOLS, TOOLSET_TYPE, resolve_toolset
 from corral.ids import new_id
 from corral.runtime import runtime_of, workspace_of
 from corral.session.records import AgentRecord, Json

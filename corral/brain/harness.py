@@ -16,8 +16,8 @@ from corral.brain.context import ConversationBuilder
 from corral.brain.view import SessionView
 from corral.config import Settings
 from corral.hands.base import Hands, HandsProvider, ToolResult
-from corral.hands.netpolicy import mcp_server_hosts
-from corral.hands.toolset import builtin_config, model_tool_definitions
+from corral.hands.builtin.toolset import builtin_config, model_tool_definitions
+from corral.hands.net.policy import mcp_server_hosts
 from corral.ids import new_id
 from corral.mcp.client import McpHub, McpTool, SessionMcp, tool_config
 from corral.models.base import ModelError, ModelRequest, ModelResponse

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from corral import __version__
-from corral.cli.client import register as register_client_commands
+from corral.cli.commands import register as register_client_commands
 from corral.cli.mcp_options import MCP_EPILOG, mcp_options
 from corral.cli.sandbox_options import SANDBOX_EPILOG, sandbox_options
 from corral.cli.serve_options import OPERATIONS_EPILOG, operations_options
@@ -426,4 +426,4 @@ def keys_revoke(data_dir: str, database_url: str | None, key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
-register_client_commands(main)  # run, apply, agents, environments, sessions (corral/cli/client.py)
+register_client_commands(main)  # run, apply, agents, environments, sessions (corral/cli/commands/)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from corral.config import SearchKind, WebSettings
-from corral.hands.netpolicy import ALLOW_ADDRESSES_ENV, parse_allow_addresses
+from corral.hands.net.policy import ALLOW_ADDRESSES_ENV, parse_allow_addresses
 
 WEB_EPILOG = """\b
 Network, packages and web tools:

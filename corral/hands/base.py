@@ -59,7 +59,7 @@ class HandsProvider(Protocol):
 
         `environment` is the resolved `config` of the session's environment (networking, packages); it
         applies when the session's sandbox is provisioned. `mcp_hosts` are the hosts of the agent's MCP
-        servers (`netpolicy.mcp_server_hosts`), reachable from the sandbox under `allow_mcp_servers`.
+        servers (`net.policy.mcp_server_hosts`), reachable from the sandbox under `allow_mcp_servers`.
         """
         ...
 

@@ -1,9 +1,11 @@
 """Hands that run the built-in tools in a per-session directory on this machine.
 
-`LocalHands` validates the model's tool input and dispatches to the shell (`shell.py`) or the file tools
-(`files.py`). `LocalHandsProvider` gives each session its own workspace `<root>/<session_id>`, created
-with mode 0700 by the first tool call rather than when the session is made (`volumes.py`: a plain
-directory, or a size-capped filesystem image mounted there).
+`LocalHands` validates the model's tool input and dispatches to the shell (`builtin/bash.py`), the file tools
+(`builtin/files.py`) or the web tools (`builtin/web.py`). The shell runs in the sandbox backend the server
+opened (`sandbox/`), with the session's environment applied (`sandbox/provision.py`). `LocalHandsProvider` gives
+each session its own workspace `<root>/<session_id>`, created with mode 0700 by the first tool call rather than
+when the session is made (`sandbox/volumes.py`: a plain directory, or a size-capped filesystem image mounted
+there).
 
 Lifecycle: nothing exists before the first tool call. After `idle_timeout_s` without a tool call the
 session's shell (its sandbox) stops and its workspace is detached; the next call brings both back, and its
@@ -22,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from corral.hands.base import ToolResult
-from corral.hands.file_channel import FileHelper
-from corral.hands.files import FileTools
-from corral.hands.provision import Provisioner, SessionSandbox
-from corral.hands.shell import DEFAULT_TIMEOUT_S, BashSession, SandboxUnavailable, ShellLauncher
-from corral.hands.toolset import WORKSPACE_TOOLS
-from corral.hands.volumes import DirectoryVolumes, WorkspaceVolumes
-from corral.hands.web import WebTools
+from corral.hands.builtin.bash import DEFAULT_TIMEOUT_S, BashSession
+from corral.hands.builtin.file_channel import FileHelper
+from corral.hands.builtin.files import FileTools
+from corral.hands.builtin.toolset import WORKSPACE_TOOLS
+from corral.hands.builtin.web import WebTools
+from corral.hands.sandbox.launcher import SandboxUnavailable, ShellLauncher
+from corral.hands.sandbox.provision import Provisioner, SessionSandbox
+from corral.hands.sandbox.volumes import DirectoryVolumes, WorkspaceVolumes
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx2
 
 from corral.config import McpSettings
-from corral.hands.toolset import BUILTIN_TOOLS
+from corral.hands.builtin.toolset import BUILTIN_TOOLS
 from corral.mcp.names import model_tool_name
 from corral.session.records import Json
 from corral.vault.credentials import McpCredential, VaultAccess

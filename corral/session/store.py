@@ -32,16 +32,6 @@ class StorageUnavailable(ApiError):
     error_type = "api_error"
 
 
-# Sessions with work for a brain (the same SQL on every adapter): a turn cut short (left running), client events
-# queued, or a processed message that no turn has started on (a brain died between the two appends).
-WORK_SQL = (
-    "SELECT id FROM sessions WHERE status IN ('running', 'rescheduling') "
-    "UNION SELECT DISTINCT session_id FROM events WHERE position IS NULL "
-    "UNION SELECT s.id FROM sessions s JOIN events e ON e.session_id = s.id AND e.position = s.last_position "
-    "WHERE s.status = 'idle' AND e.type = 'user.message'"
-)
-
-
 class Store(Protocol):
     async def close(self) -> None: ...
 

@@ -10,7 +10,7 @@ hands them out in objects whose `repr` shows no secret:
 * the egress proxy asks `session_environment_secrets(session_id)` for the `environment_variable` credentials,
   at each request (so a rotated value applies at once): each says which variable the sandbox gets (holding
   only a placeholder), which hosts the real value may be sent to, and whether it is substituted in headers
-  and/or bodies (see `corral.hands.egress`).
+  and/or bodies (see `corral.hands.net.egress`).
 
 Secrets never enter an event, a log line or the sandbox: failures are reported by credential id and reason.
 """

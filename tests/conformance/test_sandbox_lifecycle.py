@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from corral.hands.cgroups import find_mounts
+from corral.hands.sandbox.cgroups import find_mounts
 from tests.support.fake_model import FakeModel
 from tests.support.live_events import all_events, user_message
 from tests.support.server import CorralServer

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from corral.hands.netpolicy import Resolver
+from corral.hands.net.policy import Resolver
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.hands.toolset import TOOLSET_TYPE, model_tool_definitions, resolve_toolset
+from corral.hands.builtin.toolset import TOOLSET_TYPE, model_tool_definitions, resolve_toolset
 
 ALWAYS_ASK = {"type": "always_ask"}
 

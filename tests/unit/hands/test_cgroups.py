@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.hands.cgroups import CgroupMounts, CgroupTree, Limits, find_mounts
-from corral.hands.shell import SandboxUnavailable
+from corral.hands.sandbox.cgroups import CgroupMounts, CgroupTree, Limits, find_mounts
+from corral.hands.sandbox.launcher import SandboxUnavailable
 
 # This machine's layout: every v1 controller on its own mount, plus a cgroup2 with no controllers ("hybrid").
 HYBRID = """\

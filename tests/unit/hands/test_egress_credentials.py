@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.egress import EgressProxy
 from corral.hands.local import LocalHandsProvider
-from corral.hands.netpolicy import AddressPolicy, HostRules, parse_allow_addresses
-from corral.hands.provision import Provisioner, credential_host_errors
+from corral.hands.net.egress import EgressProxy
+from corral.hands.net.policy import AddressPolicy, HostRules, parse_allow_addresses
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.provision import Provisioner, credential_host_errors
 from corral.vault.credentials import EnvironmentSecret, placeholder_for
 from tests.support.local_web import LocalWeb, Response, static_resolver
 

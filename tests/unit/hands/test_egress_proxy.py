@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.hands.egress import EgressProxy
-from corral.hands.netpolicy import AddressPolicy, HostRules, parse_allow_addresses
+from corral.hands.net.egress import EgressProxy
+from corral.hands.net.policy import AddressPolicy, HostRules, parse_allow_addresses
 from corral.vault.credentials import EnvironmentSecret, placeholder_for
 from tests.support.local_web import LocalWeb, Response, static_resolver
 

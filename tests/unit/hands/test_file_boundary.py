@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from corral.hands.base import ToolResult
-from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.cgroups import CgroupTree
-from corral.hands.file_helper import LINE_LIMIT
+from corral.hands.builtin.file_helper import LINE_LIMIT
 from corral.hands.local import LocalHands, LocalHandsProvider
-from corral.hands.volumes import ImageVolumes
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.cgroups import CgroupTree
+from corral.hands.sandbox.volumes import ImageVolumes
 
 MiB = 1024**2
 HOST_SECRET = "host secret: root only"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.hands import file_helper
-from corral.hands.file_helper import Workspace
+from corral.hands.builtin import file_helper
+from corral.hands.builtin.file_helper import Workspace
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from corral.hands.base import ToolResult
-from corral.hands.files import FileTools
-from corral.hands.shell import BashSession
+from corral.hands.builtin.bash import BashSession
+from corral.hands.builtin.files import FileTools
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from corral.hands.base import HandsProvider, ToolResult
-from corral.hands.files import FileTools
+from corral.hands.builtin.files import FileTools
 from corral.hands.local import LocalHands, LocalHandsProvider
 
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from corral.hands.netpolicy import (
+from corral.hands.net.policy import (
     PACKAGE_MANAGER_HOSTS,
     AddressPolicy,
     EgressRefused,

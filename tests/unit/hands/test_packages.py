@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from corral.hands.bubblewrap import BubblewrapLauncher
 from corral.hands.local import LocalHandsProvider
-from corral.hands.packages import PackageCache, PackageInstallError, package_lists, validate
-from corral.hands.provision import Provisioner
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.packages import PackageCache, PackageInstallError, package_lists, validate
+from corral.hands.sandbox.provision import Provisioner
 
 
 @pytest.fixture

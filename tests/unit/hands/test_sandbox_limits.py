@@ -21,10 +21,10 @@ import pytest
 
 from corral.config import SandboxLimits, Settings
 from corral.hands.base import ToolResult
-from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.cgroups import CgroupTree, Limits, SessionCgroup, find_mounts
 from corral.hands.local import LocalHands, LocalHandsProvider
-from corral.hands.volumes import ImageVolumes
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.cgroups import CgroupTree, Limits, SessionCgroup, find_mounts
+from corral.hands.sandbox.volumes import ImageVolumes
 from corral.server import build_hands
 
 MiB = 1024**2

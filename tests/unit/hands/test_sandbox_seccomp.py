@@ -21,9 +21,10 @@ from pathlib import Path
 import pyseccomp  # type: ignore[import-untyped]
 import pytest
 
-from corral.hands.bubblewrap import BubblewrapLauncher, sandbox_identity
-from corral.hands.seccomp import DENIED_CALLS, UNSUPPORTED_CALLS, SeccompFilter, native_syscall_exists
-from corral.hands.shell import BashSession, SandboxUnavailable
+from corral.hands.builtin.bash import BashSession
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher, sandbox_identity
+from corral.hands.sandbox.launcher import SandboxUnavailable
+from corral.hands.sandbox.seccomp import DENIED_CALLS, UNSUPPORTED_CALLS, SeccompFilter, native_syscall_exists
 
 EPERM, ENOSYS = 1, 38
 

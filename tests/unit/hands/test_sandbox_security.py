@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.cgroups import CgroupTree
 from corral.hands.local import LocalHandsProvider
-from corral.hands.volumes import ImageVolumes
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.cgroups import CgroupTree
+from corral.hands.sandbox.volumes import ImageVolumes
 
 
 @pytest.fixture

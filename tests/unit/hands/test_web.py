@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from corral.hands.base import ToolResult
+from corral.hands.builtin.web import SearxngBackend, WebTools
 from corral.hands.local import LocalHandsProvider
-from corral.hands.netpolicy import AddressPolicy, parse_allow_addresses
-from corral.hands.web import SearxngBackend, WebTools
+from corral.hands.net.policy import AddressPolicy, parse_allow_addresses
 from tests.support.local_web import LocalWeb, Response, static_resolver
 
 ARTICLE = (

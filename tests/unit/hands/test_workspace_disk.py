@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.hands.shell import SandboxUnavailable
-from corral.hands.volumes import ImageVolumes, default_disk_reserve
+from corral.hands.sandbox.launcher import SandboxUnavailable
+from corral.hands.sandbox.volumes import ImageVolumes, default_disk_reserve
 
 MiB = 1024**2
 GiB = 1024**3

@@ -14,9 +14,9 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from corral.hands import file_helper as limits
 from corral.hands.base import ToolResult
-from corral.hands.file_channel import FileHelper, HelperGone, HelperTimeout
+from corral.hands.builtin import file_helper as limits
+from corral.hands.builtin.file_channel import FileHelper, HelperGone, HelperTimeout
 
 # The server's deadline for one answer: past the helper's own deadline for a walk, so that a slow walk comes
 # back with what it found, and only a stuck or stopped helper is killed.

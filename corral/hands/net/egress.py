@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from corral.hands.netpolicy import AddressPolicy, EgressRefused, HostRules, IPAddress, normalize_host
+from corral.hands.net.policy import AddressPolicy, EgressRefused, HostRules, IPAddress, normalize_host
 from corral.vault.credentials import EnvironmentSecret
 
 log = logging.getLogger("corral.egress")

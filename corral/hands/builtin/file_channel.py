@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.hands import file_helper
+from corral.hands.builtin import file_helper
 
 # Run by `python3 -I -S -c BOOTSTRAP <nonce> <root>`: skips whatever an earlier helper left unread on the socket
 # (up to the line holding the nonce), then reads and runs the helper's code.

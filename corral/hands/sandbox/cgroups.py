@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from corral.hands.shell import SandboxUnavailable
+from corral.hands.sandbox.launcher import SandboxUnavailable
 
 GiB = 1024**3
 MiB = 1024**2

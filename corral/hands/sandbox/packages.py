@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.hands.shell import SAFE_PATH
+from corral.hands.sandbox.launcher import SAFE_PATH
 
 log = logging.getLogger("corral.packages")
 

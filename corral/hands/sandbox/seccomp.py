@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from corral.hands.shell import SandboxUnavailable
+from corral.hands.sandbox.launcher import SandboxUnavailable
 
 DENIED_CALLS = (
     # Key rings are per user, not per sandbox: every session runs as the same user, so a key one session

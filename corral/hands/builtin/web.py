@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import httpx
 
 from corral.hands.base import ToolResult
-from corral.hands.netpolicy import AddressPolicy, EgressRefused, domain_matches, normalize_host
+from corral.hands.net.policy import AddressPolicy, EgressRefused, domain_matches, normalize_host
 
 log = logging.getLogger("corral.web")
 

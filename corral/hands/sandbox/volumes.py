@@ -45,8 +45,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from corral.hands.cgroups import format_bytes
-from corral.hands.shell import SandboxUnavailable
+from corral.hands.sandbox.cgroups import format_bytes
+from corral.hands.sandbox.launcher import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 

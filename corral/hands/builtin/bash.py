@@ -8,9 +8,9 @@ process group, then each command is sent as
 and we read until the sentinel line. `</dev/null` keeps a command from eating the next request, and the
 random token means the command's own output cannot fake the end of the command.
 
-Where the shell process runs is deliberately one small piece, `ShellLauncher`: today `LocalShellLauncher`
-starts bash directly in the workspace; a bubblewrap launcher can return a different argv later without
-the tools noticing.
+Where the shell process runs is not decided here: a sandbox backend's `ShellLauncher`
+(`corral.hands.sandbox`) says how to start it, so the tools do not notice which backend runs them.
+Killing what a command left behind is done here, by walking /proc from the shell and the output pipe.
 """
 
 from __future__ import annotations
@@ -21,23 +21,31 @@ import logging
 import os
 import secrets
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from corral.hands.base import ToolResult
-from corral.hands.file_channel import BOOTSTRAP, FileHelper, HelperGone
+from corral.hands.builtin.file_channel import BOOTSTRAP, FileHelper, HelperGone
+from corral.hands.builtin.processes import (
+    child_pids,
+    descendant_pids,
+    find_shell,
+    kill_processes,
+    pidfd_below,
+    sigkill,
+    wait_gone,
+)
+from corral.hands.sandbox.launcher import LaunchSpec, SandboxHandle, SandboxUnavailable, ShellLauncher
+from corral.hands.sandbox.none import LocalShellLauncher
 from corral.observability import metrics
 
 log = logging.getLogger(__name__)
 
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_LIMIT = 100 * 1024
 DEFAULT_TIMEOUT_S = 120.0
 MAX_TIMEOUT_S = 600.0
@@ -46,97 +54,6 @@ MAX_TIMEOUT_S = 600.0
 _KILL_GRACE_S = 2.0
 _STARTUP_TIMEOUT_S = 10.0
 _READ_CHUNK = 64 * 1024
-
-
-def scrubbed_env(workspace: Path) -> dict[str, str]:
-    """The complete environment for processes run on the model's behalf.
-
-    Built from scratch on purpose: the server's own environment holds API keys, and anything the model
-    can run can print its environment.
-    """
-    return {
-        "PATH": SAFE_PATH,
-        "HOME": str(workspace),
-        "PWD": str(workspace),
-        "LANG": "C.UTF-8",
-        "TERM": "dumb",
-    }
-
-
-class SandboxUnavailable(RuntimeError):
-    """The shell cannot be started in a sandbox here; the message names the fix."""
-
-
-class SandboxHandle(Protocol):
-    """What a sandbox offers beyond its processes (for bubblewrap: its cgroup). Every method blocks."""
-
-    def oom_kills(self) -> int:
-        """How many processes the kernel killed for exceeding the memory limit, so far."""
-        ...
-
-    def describe_memory_limit(self) -> str:
-        """The memory limit for messages, e.g. '2 GiB'."""
-        ...
-
-    def pids(self) -> set[int]:
-        """Every process in the sandbox (host PIDs)."""
-        ...
-
-    def freeze(self) -> None:
-        """Stop every process where it is: no forks, no exits, until `thaw`."""
-        ...
-
-    def thaw(self) -> None: ...
-
-    def remove(self) -> None:
-        """Kill every process of the sandbox and release what it holds."""
-        ...
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """How to spawn the shell: the argv, its whole environment, its starting directory and its sandbox.
-
-    `root` is where the shell sees the workspace. `pass_fds` are open descriptors the shell inherits under the
-    same numbers (e.g. a seccomp program for bwrap). The spec owns them: they are closed in the server once the
-    shell has been spawned.
-    """
-
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    root: str
-    cwd: str | None = None
-    sandbox: SandboxHandle | None = None
-    pass_fds: tuple[int, ...] = ()
-
-
-class ShellLauncher(Protocol):
-    """Decides where the shell process runs (plain host process, sandbox, ...)."""
-
-    def launch_spec(self, workspace: Path) -> LaunchSpec:
-        """The argv/env/cwd that starts `bash --noprofile --norc` reading commands from stdin."""
-        ...
-
-    def close(self) -> None:
-        """Release what the launcher holds once no shell of it runs any more (server shutdown; blocking)."""
-        ...
-
-
-class LocalShellLauncher:
-    """Runs bash directly on the host, in the workspace directory, with a scrubbed environment."""
-
-    def launch_spec(self, workspace: Path) -> LaunchSpec:
-        """Spawn the host's bash in `workspace`."""
-        bash = shutil.which("bash", path=SAFE_PATH) or "/bin/bash"
-        return LaunchSpec(
-            argv=(bash, "--noprofile", "--norc"),
-            env=scrubbed_env(workspace),
-            root=str(workspace),
-            cwd=str(workspace),
-        )
-
-    def close(self) -> None:
-        pass
 
 
 class _Capture:
@@ -195,146 +112,9 @@ class _Capture:
         return out
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in _children(stack.pop()):
-            if child not in found:
-                found.append(child)
-                stack.append(child)
-    return found
-
-
-def _pipe_holders(link: str) -> list[int]:
-    """PIDs with an open fd on the pipe named `link` (e.g. 'pipe:[1234]').
-
-    Catches processes that escaped the tree (setsid + reparenting) but still hold the output pipe.
-    """
-    pids: list[int] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return pids
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        fd_dir = f"/proc/{entry}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") == link and _is_write_end(entry, fd):
-                    pids.append(int(entry))
-                    break
-            except OSError:
-                continue
-    return pids
-
-
-def _is_write_end(pid: str, fd: str) -> bool:
-    # Only writers matter (they are what keeps output coming); the server itself, or anything it
-    # forked, holds the read end and must be left alone.
-    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("flags:"):
-                return int(line.split()[1], 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
-    return False
-
-
-def _sigkill(pids: Iterable[int], *, groups: bool, spare: set[int]) -> None:
-    own_group = os.getpgrp()
-    for pid in pids:
-        if pid in spare or pid == os.getpid():
-            continue
-        if groups:
-            with contextlib.suppress(OSError):
-                pgid = os.getpgid(pid)
-                if pgid != own_group and pgid not in spare:
-                    os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _kill_processes(shell_pid: int | None, pipe_link: str | None, *, keep: Collection[int] = ()) -> list[int]:
-    """SIGKILL everything the shell started, and the shell too unless it is in `keep`.
-
-    `keep` holds the processes that must survive a timeout: the ones the sandbox had when its shell became
-    ready (see `_Proc.keep`). `shell_pid` is None once the shell has been reaped: its PID may belong to
-    someone else by then, so only the processes still holding our output pipe are hunted down. Returns the
-    shell's direct children as they were, the processes the shell itself will reap.
-    """
-    spare = set(keep)
-    children = _children(shell_pid) if shell_pid is not None else []
-    if shell_pid is not None:
-        # Two passes: a process may fork between reading the tree and the kill.
-        for _ in range(2):
-            _sigkill(_descendants(shell_pid), groups=True, spare=spare)
-    if pipe_link is not None:
-        _sigkill(_pipe_holders(pipe_link), groups=True, spare=spare)
-    if shell_pid is not None and shell_pid not in spare:
-        _sigkill([shell_pid], groups=True, spare=set())
-    return children
-
-
-def _innermost_pid(pid: int) -> int | None:
-    """`pid` as seen in its own PID namespace (the last NSpid entry), None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _find_shell(root: int, own_pid: int | None) -> int:
-    """The host PID of the process below `root` whose `$$` (PID in its own namespace) is `own_pid`."""
-    if own_pid is not None:
-        found = _find_below(root, own_pid)
-        if found is not None:
-            return found
-    return root
-
-
-def _find_below(root: int, own_pid: int) -> int | None:
-    """The host PID of the process at or below `root` whose PID in its own namespace is `own_pid`."""
-    for pid in (root, *_descendants(root)):
-        if _innermost_pid(pid) == own_pid:
-            return pid
-    return None
-
-
-def _pidfd_below(root: int, own_pid: int) -> tuple[int, int] | None:
-    """The host PID and a pidfd of the process below `root` that its namespace calls `own_pid`, checked again
-    once the pidfd is open (so a PID reused in between cannot be mistaken for it); None if it is gone."""
-    pid = _find_below(root, own_pid)
-    if pid is None:
-        return None
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    if _find_below(root, own_pid) != pid:
-        os.close(pidfd)
-        return None
-    return pid, pidfd
-
-
 def _kill_command(proc: _Proc) -> list[int]:
     """After a timeout: kill the command's processes but not the shell (blocking); returns the shell's
-    children as they were (see `_kill_processes`).
+    children as they were (see `kill_processes`).
 
     In a sandbox with a cgroup that is every process of the sandbox but those in `proc.keep`, frozen first
     so that a fork bomb cannot outrun the kill (the signals land at the thaw). It also catches what left
@@ -343,11 +123,11 @@ def _kill_command(proc: _Proc) -> list[int]:
     sandbox = proc.sandbox
     inner = proc.inner_pid()
     if sandbox is None:
-        return _kill_processes(inner, proc.pipe_link, keep=proc.keep)
-    children = _children(inner) if inner is not None else []
+        return kill_processes(inner, proc.pipe_link, keep=proc.keep)
+    children = child_pids(inner) if inner is not None else []
     sandbox.freeze()
     try:
-        _sigkill(sandbox.pids() - proc.keep, groups=False, spare=set(proc.keep))
+        sigkill(sandbox.pids() - proc.keep, groups=False, spare=set(proc.keep))
     finally:
         sandbox.thaw()
     return children
@@ -368,13 +148,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return "unknown signal"
-
-
-def _wait_gone(pids: list[int], timeout_s: float) -> None:
-    """Block (in a worker thread) until none of `pids` exists any more, or the time is up."""
-    deadline = time.monotonic() + timeout_s
-    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 class _Child:
@@ -597,7 +370,7 @@ class BashSession:
             raise HelperGone("the sandbox's shell did not start the file helper; try again")
         # What background jobs printed meanwhile belongs to the next command, as usual.
         proc.pending += capture.output() + capture.leftover
-        found = _pidfd_below(proc.process.pid, capture.exit_code) if capture.exit_code else None
+        found = pidfd_below(proc.process.pid, capture.exit_code) if capture.exit_code else None
         if found is None:
             raise HelperGone("the file helper exited as it started (is python3 installed in the sandbox?)")
         pid, pidfd = found
@@ -691,8 +464,8 @@ class BashSession:
             detail = capture.text().strip() or "no output"
             raise SandboxUnavailable(f"the shell did not start (exit {self._exit_of(proc)}): {detail}")
         proc.pending = capture.leftover
-        proc.shell = _find_shell(process.pid, capture.exit_code)
-        proc.keep = frozenset((process.pid, *_descendants(process.pid)))
+        proc.shell = find_shell(process.pid, capture.exit_code)
+        proc.keep = frozenset((process.pid, *descendant_pids(process.pid)))
         proc.sandbox = spec.sandbox
         if spec.sandbox is not None:
             proc.oom_seen = spec.sandbox.oom_kills()
@@ -808,7 +581,7 @@ class BashSession:
             # Bash reports killed background jobs ("... Killed  sleep 100") only once it has reaped
             # them, at the start of the next command. Wait for the reaping, then run a no-op so those
             # notices land in this result instead of the model's next command.
-            await asyncio.to_thread(_wait_gone, children, deadline - time.monotonic())
+            await asyncio.to_thread(wait_gone, children, deadline - time.monotonic())
             flush = _Capture(proc.token, self._output_limit)
             survived = self._send(proc, "builtin :") and await self._read(proc, flush, deadline) == "done"
             notices = flush.text()
@@ -827,7 +600,7 @@ class BashSession:
         if not proc.closed:
             proc.closed = True
             proc.files.close()
-            _kill_processes(proc.shell_pid(), proc.pipe_link)
+            kill_processes(proc.shell_pid(), proc.pipe_link)
             proc.read_transport.close()
             proc.write_transport.close()
             if proc.sandbox is not None:
@@ -853,7 +626,7 @@ class BashSession:
                 # the output pipe: one sweep kills them all.
                 await asyncio.to_thread(_remove_sandbox, proc.sandbox)
             else:
-                await asyncio.to_thread(_kill_processes, proc.shell_pid(), proc.pipe_link)
+                await asyncio.to_thread(kill_processes, proc.shell_pid(), proc.pipe_link)
             proc.read_transport.close()
             proc.write_transport.close()
         with contextlib.suppress(TimeoutError):

@@ -12,6 +12,7 @@ With a `CgroupTree`, each sandbox runs in a cgroup of its own (memory, process a
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shutil
@@ -19,10 +20,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.hands.cgroups import JOIN_FAILED_EXIT, CgroupTree, SessionCgroup
-from corral.hands.sandbox_extras import SandboxExtras
-from corral.hands.seccomp import SeccompFilter, compile_sandbox_filter
-from corral.hands.shell import SAFE_PATH, LaunchSpec, SandboxUnavailable
+from corral.config import SandboxLimits
+from corral.hands.sandbox.backend import Sandboxes
+from corral.hands.sandbox.cgroups import JOIN_FAILED_EXIT, CgroupTree, Limits, SessionCgroup, format_bytes
+from corral.hands.sandbox.extras import SandboxExtras
+from corral.hands.sandbox.launcher import SAFE_PATH, LaunchSpec, SandboxUnavailable
+from corral.hands.sandbox.seccomp import SeccompFilter, compile_sandbox_filter
+from corral.hands.sandbox.volumes import DirectoryVolumes, ImageVolumes, RefusingVolumes, WorkspaceVolumes
+
+# The server's startup messages, under the logger name they have always had.
+log = logging.getLogger("corral")
 
 SANDBOX_USER = "corral-sandbox"
 
@@ -277,3 +284,53 @@ class RefusingLauncher:
 
     def close(self) -> None:
         pass
+
+
+def open_bubblewrap(workspaces: Path, limits: SandboxLimits) -> Sandboxes:
+    """The "bubblewrap" backend: shells in bubblewrap with per-session limits, workspaces of capped size.
+
+    What cannot be provided as configured is refused with the reason and its fix, at start (logged) and in
+    every tool call it affects. Sandboxes and workspace mounts that a crashed predecessor left are removed here.
+    """
+    launcher: BubblewrapLauncher | RefusingLauncher
+    owner: tuple[int, int] | None = None
+    try:
+        cgroups = _session_cgroups(limits)
+        launcher = BubblewrapLauncher.detect(workspaces, cgroups=cgroups, tmp_size=limits.tmp_bytes)
+        owner = (launcher.identity.uid, launcher.identity.gid)
+    except SandboxUnavailable as exc:
+        log.error("sandbox unavailable, bash calls will fail until this is fixed: %s", exc)
+        launcher = RefusingLauncher(str(exc))
+    volumes: WorkspaceVolumes = DirectoryVolumes(owner)
+    if limits.workspace_bytes is None:
+        log.warning("--sandbox-workspace-size none: workspaces share the data disk; one session can fill it")
+    else:
+        try:
+            volumes = ImageVolumes.detect(workspaces, limits.workspace_bytes, owner, limits.disk_reserve_bytes)
+            stale = volumes.sweep()
+            if stale:
+                log.warning("unmounted %d workspace(s) left mounted by a server that is gone", stale)
+        except SandboxUnavailable as exc:
+            log.error("workspaces unavailable, tool calls will fail until this is fixed: %s", exc)
+            volumes = RefusingVolumes(str(exc))
+    if isinstance(launcher, BubblewrapLauncher):
+        log.info(
+            "sandboxes: bubblewrap, %s, /tmp %s, workspace %s, stopped after %s idle",
+            launcher.cgroups.limits.describe() if launcher.cgroups else "no cgroup limits",
+            "default size" if limits.tmp_bytes is None else format_bytes(limits.tmp_bytes),
+            "uncapped" if limits.workspace_bytes is None else format_bytes(limits.workspace_bytes),
+            "never" if limits.idle_timeout_s is None else f"{limits.idle_timeout_s:g} s",
+        )
+    return Sandboxes(launcher=launcher, owner=owner, volumes=volumes, applies_environments=True)
+
+
+def _session_cgroups(limits: SandboxLimits) -> CgroupTree | None:
+    """This server's cgroup tree, after killing the sandboxes of dead predecessors (None: limits off)."""
+    if limits.cgroup_parent is None:
+        log.warning("--sandbox-cgroup none: sandboxes run without memory, process and CPU limits")
+        return None
+    tree = CgroupTree.detect(limits.cgroup_parent, Limits(limits.memory_bytes, limits.pids, limits.cpus))
+    swept = tree.sweep_orphans()
+    if swept:
+        log.warning("killed %d sandbox(es) left running by a server that is gone", swept)
+    return tree

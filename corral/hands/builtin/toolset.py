@@ -8,8 +8,8 @@ Json = dict[str, Any]
 
 TOOLSET_TYPE = "agent_toolset_20260401"
 BUILTIN_TOOLS = ("bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search")
-# Tools that run in the session's workspace. web_fetch and web_search run in the server (corral/hands/web.py);
-# hands list them in `tool_names` only when they can run them (web_search needs a search backend).
+# Tools that run in the session's workspace. web_fetch and web_search run in the server (`web.py` here); hands
+# list them in `tool_names` only when they can run them (web_search needs a search backend).
 WORKSPACE_TOOLS = ("bash", "read", "write", "edit", "glob", "grep")
 WEB_TOOLS = ("web_fetch", "web_search")
 

@@ -19,12 +19,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from corral.hands.bubblewrap import BubblewrapLauncher
-from corral.hands.egress import SANDBOX_PROXY_PORT, SANDBOX_SOCKET, CredentialSource, EgressProxy
-from corral.hands.netpolicy import HostRules
-from corral.hands.packages import SANDBOX_MOUNT, PackageCache, PackageInstallError
-from corral.hands.sandbox_extras import SandboxExtras
-from corral.hands.shell import SAFE_PATH, LaunchSpec, LocalShellLauncher, SandboxUnavailable, ShellLauncher
+from corral.hands.net.egress import SANDBOX_PROXY_PORT, SANDBOX_SOCKET, CredentialSource, EgressProxy
+from corral.hands.net.policy import HostRules
+from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
+from corral.hands.sandbox.extras import SandboxExtras
+from corral.hands.sandbox.launcher import SAFE_PATH, LaunchSpec, SandboxUnavailable, ShellLauncher
+from corral.hands.sandbox.none import LocalShellLauncher
+from corral.hands.sandbox.packages import SANDBOX_MOUNT, PackageCache, PackageInstallError
 from corral.vault.credentials import EnvironmentSecret
 
 log = logging.getLogger("corral.hands")
