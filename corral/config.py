@@ -1,6 +1,8 @@
 """Server settings: command-line flags, then `CORRAL_*` environment variables, then a TOML config file.
 
-`corral serve --help` lists every setting; this module holds what they resolve to.
+`corral serve --help` lists every setting; this module holds what they resolve to, and each one's default:
+the dataclasses below are the only place a default is written (the CLI options take theirs from them). The
+environment is read only when asked, from the mapping passed in (`Settings.from_env`), never at import.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ import os
 import re
 import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from corral.models.pricing import ModelPrice
+from corral.pricing import ModelPrice
 
 ProviderKind = Literal["anthropic", "openai"]
-SandboxKind = Literal["bubblewrap", "none"]
 SearchKind = Literal["none", "searxng", "brave"]
+MetricsAccess = Literal["key", "public", "off"]
+LogFormat = Literal["text", "json"]
 
-DEFAULT_PORT = 8400
-# As root, sandboxed commands run as an unprivileged user that must be able to reach the workspaces, so the
-# data directory cannot sit under /root.
-DEFAULT_DATA_DIR = Path("/var/lib/corral") if os.geteuid() == 0 else Path("~/.corral")
+
+def default_data_dir() -> Path:
+    """As root, sandboxed commands run as an unprivileged user that must be able to reach the workspaces, so
+    the data directory cannot sit under /root."""
+    return Path("/var/lib/corral") if os.geteuid() == 0 else Path("~/.corral")
 
 
 @dataclass(frozen=True)
@@ -47,19 +52,21 @@ class ModelRoute:
         return os.environ.get(self.api_key_env) or None
 
 
-def default_routes() -> list[ModelRoute]:
-    """`claude-*` to Anthropic (honouring ANTHROPIC_BASE_URL as the SDK does), anything else OpenAI-compatible."""
+def default_routes(environ: Mapping[str, str] | None = None) -> list[ModelRoute]:
+    """`claude-*` to Anthropic, anything else OpenAI-compatible, at the base URLs that `environ` names in
+    ANTHROPIC_BASE_URL and OPENAI_BASE_URL as the SDKs do (without an environment: the public APIs)."""
+    environ = environ or {}
     return [
         ModelRoute(
             match="claude-*",
             provider="anthropic",
-            base_url=os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+            base_url=environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
             api_key_env="ANTHROPIC_API_KEY",
         ),
         ModelRoute(
             match="*",
             provider="openai",
-            base_url=os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+            base_url=environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
             api_key_env="OPENAI_API_KEY",
         ),
     ]
@@ -102,8 +109,8 @@ class Operations:
     # Sessions of one workspace that may run at once; 0 is no cap.
     max_running_sessions: int = 100
     # `/metrics`: "key" needs an API key like the API, "public" needs none, "off" removes it.
-    metrics: Literal["key", "public", "off"] = "key"
-    log_format: Literal["text", "json"] = "text"
+    metrics: MetricsAccess = "key"
+    log_format: LogFormat = "text"
     # OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); None: no traces.
     otlp_endpoint: str | None = None
 
@@ -124,6 +131,17 @@ def parse_size(text: str | int) -> int | None:
     number, unit = match.groups()
     factor = 1024 ** ("KMGT".index(unit.upper()) + 1) if unit else 1
     return int(float(number) * factor) or None
+
+
+def format_size(size: int | None) -> str:
+    """The inverse of `parse_size`, in the largest unit that divides `size`: 2147483648 -> '2G'; None, 0 -> 'none'."""
+    if not size:
+        return "none"
+    for unit in "TGMK":
+        factor = 1024 ** ("KMGT".index(unit) + 1)
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 @dataclass(frozen=True)
@@ -174,9 +192,9 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
+    port: int = 8400
     api_key: str | None = None
     routes: list[ModelRoute] = field(default_factory=default_routes)
     model_max_retries: int = 4
@@ -184,10 +202,11 @@ class Settings:
     model_timeout: float = 600.0
     max_tokens: int = 8192
     max_tool_calls_per_turn: int = 200
-    # List prices for session budgets (corral.models.pricing); none by default.
+    # List prices for session budgets (corral.pricing); none by default.
     prices: list[ModelPrice] = field(default_factory=list)
     sse_ping_seconds: float = 15.0
-    sandbox: SandboxKind = "bubblewrap"
+    # A backend's name in corral/hands/sandbox/registry.py, which lists the choices.
+    sandbox: str = "bubblewrap"
     sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
     # Which brain holds a session's lease; a restarted node with the same id resumes its sessions at once.
     node_id: str = field(default_factory=lambda: socket.gethostname())
@@ -199,6 +218,19 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     # Base64 of the 32-byte key that seals vault secrets (CORRAL_SECRET_KEY); None: <data-dir>/secret.key.
     secret_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **values: Any) -> Settings:
+        """Settings from `values` (what the flags resolved to; `routes=None` for the default routes), completed
+        from the variables that only the environment sets: CORRAL_API_KEY, CORRAL_SECRET_KEY, and the default
+        routes' base URLs."""
+        if values.get("routes") is None:
+            values["routes"] = default_routes(environ)
+        return cls(
+            api_key=environ.get("CORRAL_API_KEY") or None,
+            secret_key=environ.get("CORRAL_SECRET_KEY") or None,
+            **values,
+        )
 
     @property
     def database_path(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -11,6 +12,12 @@ from starlette.requests import Request
 from corral.config import Settings
 from corral.hands.base import HandsProvider
 from corral.models.router import ModelRouter
+from corral.services import Services
+from corral.services.agents import Agents
+from corral.services.environments import Environments
+from corral.services.events import Events
+from corral.services.sessions import Sessions
+from corral.services.vaults import Vaults
 from corral.session.cluster import Cluster
 from corral.session.fanout import EventBus
 from corral.session.log import SessionLog
@@ -34,6 +41,26 @@ class Runtime:
     vault: VaultAccess
     # How this node hears about other nodes' work and events (nothing to hear on a single node).
     cluster: Cluster
+
+    @cached_property
+    def services(self) -> Services:
+        """The API's operations over these parts (built on first use: the brain is set by then)."""
+        agents = Agents(self.store)
+        environments = Environments(self.store)
+        vaults = Vaults(self.store, self.vault.box)
+        sessions = Sessions(
+            self.store,
+            self.log,
+            self.bus,
+            self.brain,
+            self.hands,
+            self.settings,
+            agents=agents,
+            environments=environments,
+            vaults=vaults,
+        )
+        events = Events(self.store, self.log, self.brain, self.settings, sessions=sessions)
+        return Services(agents, environments, sessions, events, vaults)
 
     async def start(self) -> None:
         """Start the background parts: the cluster listener, then the brain (which resumes unfinished work)."""

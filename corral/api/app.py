@@ -15,12 +15,18 @@ from starlette.routing import Route
 from corral import __version__
 from corral.api import agents, environments, events, operator, sessions, vaults
 from corral.api.edge import HttpMetrics, RateLimits
-from corral.api.errors import handle_api_error, handle_http_exception, handle_unexpected
+from corral.api.errors import (
+    handle_api_error,
+    handle_http_exception,
+    handle_storage_unavailable,
+    handle_unexpected,
+)
 from corral.api.middleware import PUBLIC_PATHS, RequestContext
 from corral.api.openapi import OPENAPI_PATH, serve_openapi
 from corral.errors import ApiError
 from corral.observability import tracing
 from corral.runtime import Runtime
+from corral.session.store import StorageUnavailable
 
 
 async def health(request: Request) -> JSONResponse:
@@ -62,6 +68,7 @@ def create_app(runtime: Runtime) -> Starlette:
         ],
         exception_handlers={
             ApiError: handle_api_error,
+            StorageUnavailable: handle_storage_unavailable,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

@@ -10,7 +10,8 @@ The running-sessions cap is checked when a `user.message` would start a turn in 
 running yet (sent as an event or as a session's `initial_events`): with the workspace already at the cap,
 the request is refused with 429 `rate_limit_error` and `x-should-retry: false` (it succeeds once a running
 session idles, which a blind retry a second later would rarely see). Requests racing each other can
-overshoot the cap by the number of requests in flight.
+overshoot the cap by the number of requests in flight. The check is a session operation's
+(`corral.services.sessions.Sessions.ensure_capacity`); it is described here with the other limits.
 """
 
 from __future__ import annotations
@@ -23,13 +24,9 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.config import Operations
-from corral.errors import ApiError
 from corral.observability import metrics
-from corral.runtime import Runtime
-from corral.session.records import SessionRecord, TimeBounds
 
 CREATE_PATHS = frozenset({"/v1/agents", "/v1/sessions", "/v1/vaults"})
-RUNNING_STATUSES = ["running", "rescheduling"]
 
 
 def limit_of(method: str, path: str) -> str | None:
@@ -146,34 +143,3 @@ class HttpMetrics:
             await send(message)
 
         await self.app(scope, receive, counting_send)
-
-
-class RunningSessionsCap(ApiError):
-    status = 429
-    error_type = "rate_limit_error"
-    should_retry = False
-
-
-async def ensure_session_capacity(runtime: Runtime, session: SessionRecord, starts_turn: bool) -> None:
-    """Refuse a request that would start one more running session than the workspace's cap allows."""
-    cap = runtime.settings.operations.max_running_sessions
-    if cap <= 0 or not starts_turn or session.status in RUNNING_STATUSES or runtime.brain.is_active(session.id):
-        return
-    page = await runtime.store.list_sessions(
-        session.workspace_id,
-        agent_id=None,
-        agent_version=None,
-        statuses=RUNNING_STATUSES,
-        include_archived=True,
-        created=TimeBounds(),
-        order="desc",
-        limit=cap,
-        cursor=None,
-    )
-    running = [other for other in page.items if other.id != session.id]
-    if len(running) >= cap:
-        metrics.rate_limited("running_sessions")
-        raise RunningSessionsCap(
-            f"this workspace already has {len(running)} running sessions, the most this server allows "
-            f"(--max-running-sessions {cap}); send the message once one of them is idle, or interrupt one"
-        )

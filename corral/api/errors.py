@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from corral.errors import ApiError, InvalidRequest
+from corral.session.store import StorageUnavailable
 
 log = logging.getLogger("corral.api")
 
@@ -118,6 +119,12 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
         error_code=exc.error_code,
         should_retry=exc.should_retry,
     )
+
+
+async def handle_storage_unavailable(request: Request, exc: Exception) -> Response:
+    """The database cannot serve the request (disk full, locked, unreachable): a 503 a client may retry."""
+    assert isinstance(exc, StorageUnavailable)
+    return error_response(request, 503, "api_error", exc.message)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

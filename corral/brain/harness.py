@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from corral.brain.context import ConversationBuilder
+from corral.brain.tools import ToolRouter, error_result, result_event
 from corral.brain.view import SessionView
 from corral.config import Settings
-from corral.hands.base import Hands, HandsProvider, ToolResult
-from corral.hands.builtin.toolset import builtin_config, model_tool_definitions
+from corral.hands.base import Hands, HandsProvider
 from corral.hands.net.policy import mcp_server_hosts
 from corral.ids import new_id
-from corral.mcp.client import McpHub, McpTool, SessionMcp, tool_config
+from corral.mcp.client import McpHub
 from corral.models.base import ModelError, ModelRequest, ModelResponse
 from corral.models.router import ModelRouter
 from corral.observability import logs, metrics
@@ -34,10 +33,6 @@ RESTARTED_TOOL = (
     "The tool call did not complete because the Corral runtime restarted while it ran; "
     "it may or may not have taken effect. Check before retrying."
 )
-
-
-def _error_result(message: str) -> Json:
-    return {"content": [{"type": "text", "text": message}], "is_error": True}
 
 
 @dataclass
@@ -77,9 +72,9 @@ class SessionWorker:
         self.stop_reason: Json = {"type": "end_turn"}
         self.turn = TurnState()
         self.turn_task: asyncio.Task[None] | None = None
-        # MCP: the hub keeps the session's connections between turns; `mcp_tools` are this turn's (by model name).
+        # MCP: the hub keeps the session's connections between turns.
         self._mcp_hub = mcp or McpHub(settings.mcp, None)
-        self.mcp_tools: dict[str, McpTool] = {}
+        self.tools: ToolRouter | None = None
         self.workspace_id = ""
         self.vault_ids: list[str] = []
 
@@ -98,6 +93,15 @@ class SessionWorker:
                 environment.body["config"] if environment else None,
                 mcp_hosts=mcp_server_hosts(self.agent.get("mcp_servers") or []),
             )
+        self.tools = ToolRouter(
+            self.agent,
+            hands=self.hands,
+            runnable=self._hands_provider.tool_names,
+            mcp=self._mcp_hub,
+            session_id=self.session_id,
+            workspace_id=self.workspace_id,
+            vault_ids=self.vault_ids,
+        )
         self.running = session.status in ("running", "rescheduling")
         self.needs_model = False
         self.stop_reason = {"type": "end_turn"}
@@ -107,7 +111,7 @@ class SessionWorker:
             # The previous brain died mid-turn: say so, answer what it left hanging, and finish the turn.
             await self._append(new_event("session.status_rescheduled"))
             for call_id in list(self.view.open_calls):
-                await self._append(self._tool_result_event(call_id, _error_result(RESTARTED_TOOL)))
+                await self._append(self._tool_result_event(call_id, error_result(RESTARTED_TOOL)))
             await self._append(new_event("session.status_running"))
             # The view has not necessarily taken those appends (the dead brain's last events leave a gap that
             # apply_own does not bridge): read them, so that the error results are the tool results the model
@@ -124,10 +128,6 @@ class SessionWorker:
     def _paused_at_budget(self) -> bool:
         idle = self.view.last_idle
         return idle is not None and idle.body["stop_reason"]["type"] == "budget_reached"
-
-    @property
-    def mcp(self) -> SessionMcp:
-        return self._mcp_hub.session(self.session_id)
 
     @property
     def conversation(self) -> ConversationBuilder:
@@ -221,7 +221,7 @@ class SessionWorker:
         if self.view.pending:
             await self._ensure_running()
             for call_id in list(self.view.pending):
-                await self._append(self._tool_result_event(call_id, _error_result(INTERRUPTED_TOOL)))
+                await self._append(self._tool_result_event(call_id, error_result(INTERRUPTED_TOOL)))
         self.awaiting.clear()
         self.needs_model = False
         self.stop_reason = {"type": "end_turn"}
@@ -233,10 +233,10 @@ class SessionWorker:
             return  # answered already, or interrupted: nothing waits for this confirmation
         await self._ensure_running()
         if record.body["result"] == "allow":
-            result = await self._execute(call)
+            result = await self._router.execute(call)
         else:
             reason = record.body.get("deny_message") or "The user denied permission to run this tool."
-            result = _error_result(reason)
+            result = error_result(reason)
         await self._append(self._tool_result_event(call.id, result))
 
     # --- turns -----------------------------------------------------------------------------------
@@ -268,14 +268,14 @@ class SessionWorker:
             await self._append(self._span_end(self.turn.open_span, None, is_error=True))
         await self._sync()
         for call_id in list(self.view.open_calls):
-            await self._append(self._tool_result_event(call_id, _error_result(INTERRUPTED_TOOL)))
+            await self._append(self._tool_result_event(call_id, error_result(INTERRUPTED_TOOL)))
         self.turn = TurnState()
         self.needs_model = False
         self.stop_reason = {"type": "end_turn"}
 
     async def _model_loop(self) -> None:
         self.needs_model = False
-        await self._prepare_mcp()
+        await self._prepare_tools()
         calls_made = 0
         while True:
             if await self._at_budget():
@@ -291,11 +291,7 @@ class SessionWorker:
                 await self._end_at_tool_limit()
                 return
             for call in list(self.view.open_calls.values()):
-                if call.body.get("evaluated_permission") == "deny":
-                    result = _error_result(f"The tool '{call.body['name']}' is not enabled for this agent.")
-                else:
-                    result = await self._execute(call)
-                await self._append(self._tool_result_event(call.id, result))
+                await self._append(self._tool_result_event(call.id, await self._router.execute(call)))
             await self._sync()
             if self.view.pending:
                 self.awaiting = set(self.view.pending)
@@ -315,7 +311,7 @@ class SessionWorker:
         limit = self.settings.max_tool_calls_per_turn
         message = f"This turn reached the limit of {limit} tool calls; the call was not run."
         for call_id in [*self.view.open_calls, *self.view.pending]:
-            await self._append(self._tool_result_event(call_id, _error_result(message)))
+            await self._append(self._tool_result_event(call_id, error_result(message)))
         error = {
             "type": "tool_use_limit_reached_error",
             "message": f"the turn made more than {limit} tool calls (--max-tool-calls-per-turn) and was stopped",
@@ -324,45 +320,22 @@ class SessionWorker:
         await self._append(new_event("session.error", error=error))
         self.stop_reason = {"type": "retries_exhausted"}
 
-    async def _prepare_mcp(self) -> None:
+    @property
+    def _router(self) -> ToolRouter:
+        assert self.tools is not None, "resume() builds the tool router"
+        return self.tools
+
+    async def _prepare_tools(self) -> None:
         """Connect the agent's MCP servers (reusing the session's open connections) and take their tools."""
 
         async def report(error: Json) -> None:
             await self._append(new_event("session.error", error=error))
 
-        tools = await self.mcp.prepare(
-            self.agent, workspace_id=self.workspace_id, vault_ids=self.vault_ids, report=report
-        )
-        self.mcp_tools = {tool.model_name: tool for tool in tools}
-
-    async def _execute_mcp(self, call: EventRecord) -> Json:
-        server_name = call.body["mcp_server_name"]
-        server = next((s for s in self.agent.get("mcp_servers") or [] if s["name"] == server_name), None)
-        if server is None:
-            return _error_result(f"MCP server '{server_name}' is no longer part of this agent.")
-        return await self.mcp.call(
-            server,
-            call.body["name"],
-            call.body["input"],
-            workspace_id=self.workspace_id,
-            vault_ids=self.vault_ids,
-        )
-
-    async def _execute(self, call: EventRecord) -> Json:
-        if call.type == "agent.mcp_tool_use":
-            return await self._execute_mcp(call)
-        assert self.hands is not None, "resume() provides the hands"
-        name = call.body["name"]
-        result: ToolResult = await metrics.observe_tool_call(  # observability: latency, span
-            name, self.hands.execute(name, call.body["input"], builtin_config(self.agent["tools"], name))
-        )
-        return {"content": result.content, "is_error": result.is_error}
+        await self._router.prepare(report)
 
     def _tool_result_event(self, call_id: str, result: Json) -> NewEvent:
         call = self.view.open_calls.get(call_id) or self.view.pending.get(call_id)
-        if call is not None and call.type == "agent.mcp_tool_use":
-            return new_event("agent.mcp_tool_result", mcp_tool_use_id=call_id, **result)
-        return new_event("agent.tool_result", tool_use_id=call_id, **result)
+        return result_event(call_id, call.type if call is not None else "agent.tool_use", result)
 
     # --- the model call --------------------------------------------------------------------------
 
@@ -372,10 +345,7 @@ class SessionWorker:
             model=self.agent["model"]["id"],
             system=self.agent.get("system"),
             messages=self.conversation.messages(),
-            tools=[
-                *model_tool_definitions(self.agent["tools"], self._hands_provider.tool_names),
-                *(tool.definition() for tool in self.mcp_tools.values()),
-            ],
+            tools=self._router.catalog.definitions(),
             max_tokens=self.settings.max_tokens,
         )
 
@@ -437,55 +407,8 @@ class SessionWorker:
             events.append(NewEvent(id=message_id or new_id("sevt"), type="agent.message", body={"content": content}))
         for block in response.content:
             if block["type"] == "tool_use":
-                events.append(self._tool_use_event(block["name"], block.get("input") or {}))
+                events.append(self._router.catalog.call_event(block["name"], block.get("input") or {}))
         return events
-
-    def _tool_use_event(self, name: str, tool_input: Any) -> NewEvent:
-        custom = next(
-            (tool for tool in self.agent["tools"] if tool.get("type") == "custom" and tool["name"] == name),
-            None,
-        )
-        if custom is not None:
-            return new_event("agent.custom_tool_use", name=name, input=tool_input)
-        mcp_tool = self.mcp_tools.get(name)
-        if mcp_tool is not None:
-            return self._mcp_tool_use_event(mcp_tool, tool_input)
-        config = builtin_config(self.agent["tools"], name)
-        if config is None or not config["enabled"] or name not in self._hands_provider.tool_names:
-            return new_event("agent.tool_use", name=name, input=tool_input, evaluated_permission="deny")
-        permission, evaluation = _evaluate(config["permission_policy"]["type"])
-        return new_event(
-            "agent.tool_use",
-            name=name,
-            input=tool_input,
-            evaluated_permission=permission,
-            evaluation=evaluation,
-        )
-
-    def _mcp_tool_use_event(self, tool: McpTool, tool_input: Any) -> NewEvent:
-        toolset = next(
-            t for t in self.agent["tools"] if t.get("type") == "mcp_toolset" and t["mcp_server_name"] == tool.server
-        )
-        config = tool_config(toolset, tool.name)
-        permission, evaluation = _evaluate(config["permission_policy"]["type"])
-        return new_event(
-            "agent.mcp_tool_use",
-            name=tool.name,
-            mcp_server_name=tool.server,
-            input=tool_input,
-            evaluated_permission=permission,
-            evaluation=evaluation,
-        )
-
-
-def _evaluate(policy: str) -> tuple[str, Json]:
-    """The permission a policy gives a call, and the `evaluation` that says which policy decided it."""
-    if policy == "always_allow":
-        return "allow", {"type": "always_allow"}
-    if policy == "always_ask":
-        return "ask", {"type": "always_ask"}
-    # No classifier decides `auto` here yet, so it asks: never run a call nobody approved.
-    return "ask", {"type": "auto", "evaluated_permission": {"type": "ask", "reason_code": "indeterminate"}}
 
 
 class _Preview:

@@ -20,24 +20,25 @@ from corral.cli.sandbox_options import SANDBOX_EPILOG, sandbox_options
 from corral.cli.serve_options import OPERATIONS_EPILOG, operations_options
 from corral.cli.web_options import WEB_EPILOG, web_options
 from corral.config import (
-    DEFAULT_DATA_DIR,
-    DEFAULT_PORT,
     McpSettings,
     Operations,
     SandboxLimits,
     Settings,
     WebSettings,
-    default_routes,
     load_config_file,
     parse_routes,
 )
-from corral.models.pricing import parse_prices
+from corral.hands.sandbox.registry import SANDBOX_BACKENDS
 from corral.observability.logs import configure as configure_logging
+from corral.pricing import parse_prices
 
 if TYPE_CHECKING:
     from corral.session.store import Store
 
 T = TypeVar("T")
+
+# The options' defaults are the settings' own (none is written twice); this reads no environment.
+DEFAULTS = Settings()
 
 SERVE_EPILOG = """\b
 Model routes map model ids to providers. The default routes are:
@@ -71,7 +72,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     """Eager option: the config file becomes the defaults the other options fall back to."""
     path = Path(value).expanduser() if value else None
     if path is None:
-        data_dir = os.environ.get("CORRAL_DATA_DIR") or str(DEFAULT_DATA_DIR)
+        data_dir = os.environ.get("CORRAL_DATA_DIR") or str(DEFAULTS.data_dir)
         candidate = Path(data_dir).expanduser() / "config.toml"
         path = candidate if candidate.exists() else None
     if path is not None:
@@ -86,7 +87,7 @@ data_dir_option = click.option(
     "--data-dir",
     envvar="CORRAL_DATA_DIR",
     show_envvar=True,
-    default=str(DEFAULT_DATA_DIR),
+    default=str(DEFAULTS.data_dir),
     show_default=True,
     help="Directory for session workspaces, and the SQLite database unless --database-url names another.",
 )
@@ -154,7 +155,7 @@ def main() -> None:
     "--host",
     envvar="CORRAL_HOST",
     show_envvar=True,
-    default="127.0.0.1",
+    default=DEFAULTS.host,
     show_default=True,
     help="Address to listen on.",
 )
@@ -162,7 +163,7 @@ def main() -> None:
     "--port",
     envvar="CORRAL_PORT",
     show_envvar=True,
-    default=DEFAULT_PORT,
+    default=DEFAULTS.port,
     show_default=True,
     type=int,
     help="Port to listen on.",
@@ -178,7 +179,7 @@ def main() -> None:
     "--model-max-retries",
     envvar="CORRAL_MODEL_MAX_RETRIES",
     show_envvar=True,
-    default=4,
+    default=DEFAULTS.model_max_retries,
     show_default=True,
     type=click.IntRange(0, 20),
     help="Retries of a model call that failed with 429, 529, 5xx or a connection error.",
@@ -187,7 +188,7 @@ def main() -> None:
     "--model-retry-delay",
     envvar="CORRAL_MODEL_RETRY_DELAY",
     show_envvar=True,
-    default=1.0,
+    default=DEFAULTS.model_retry_delay,
     show_default=True,
     type=click.FloatRange(0, 600),
     help="Seconds before the first retry; each further retry waits twice as long.",
@@ -196,7 +197,7 @@ def main() -> None:
     "--model-timeout",
     envvar="CORRAL_MODEL_TIMEOUT",
     show_envvar=True,
-    default=600.0,
+    default=DEFAULTS.model_timeout,
     show_default=True,
     type=click.FloatRange(1, 3600),
     help="Seconds a model call may take.",
@@ -205,7 +206,7 @@ def main() -> None:
     "--max-tokens",
     envvar="CORRAL_MAX_TOKENS",
     show_envvar=True,
-    default=8192,
+    default=DEFAULTS.max_tokens,
     show_default=True,
     type=click.IntRange(1, 1_000_000),
     help="max_tokens of each model request.",
@@ -222,7 +223,7 @@ def main() -> None:
     "--max-tool-calls-per-turn",
     envvar="CORRAL_MAX_TOOL_CALLS_PER_TURN",
     show_envvar=True,
-    default=200,
+    default=DEFAULTS.max_tool_calls_per_turn,
     show_default=True,
     type=click.IntRange(1, 100_000),
     help="Tool calls one turn may make; the turn then ends with tool_use_limit_reached_error.",
@@ -231,7 +232,7 @@ def main() -> None:
     "--sse-ping-seconds",
     envvar="CORRAL_SSE_PING_SECONDS",
     show_envvar=True,
-    default=15.0,
+    default=DEFAULTS.sse_ping_seconds,
     show_default=True,
     type=click.FloatRange(0.05, 300),
     help="Keepalive interval on event streams.",
@@ -248,7 +249,7 @@ def main() -> None:
     "--lease-ttl",
     envvar="CORRAL_LEASE_TTL",
     show_envvar=True,
-    default=15.0,
+    default=DEFAULTS.lease_ttl_seconds,
     show_default=True,
     type=click.FloatRange(1, 600),
     help="Seconds a brain's lease on a session lasts without renewal (renewed every third of it).",
@@ -257,9 +258,9 @@ def main() -> None:
     "--sandbox",
     envvar="CORRAL_SANDBOX",
     show_envvar=True,
-    default="bubblewrap",
+    default=DEFAULTS.sandbox,
     show_default=True,
-    type=click.Choice(["bubblewrap", "none"]),
+    type=click.Choice(list(SANDBOX_BACKENDS)),
     help="Where tool commands run. 'none' runs them unconfined on the host: only for trusted agents.",
 )
 @click.option(
@@ -305,18 +306,18 @@ def serve(
     CORRAL_SECRET_KEY: the key (32 bytes, base64) that encrypts vault secrets.
     """
     try:
-        routes = parse_routes(json.loads(model_routes)) if model_routes else default_routes()
+        routes = parse_routes(json.loads(model_routes)) if model_routes else None
     except (ValueError, json.JSONDecodeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--model-routes") from exc
     try:
         prices = parse_prices(json.loads(model_prices)) if model_prices else []
     except (ValueError, json.JSONDecodeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--model-prices") from exc
-    settings = Settings(
+    settings = Settings.from_env(
+        os.environ,
         data_dir=Path(data_dir).expanduser(),
         host=host,
         port=port,
-        api_key=os.environ.get("CORRAL_API_KEY") or None,
         routes=routes,
         model_max_retries=model_max_retries,
         model_retry_delay=model_retry_delay,
@@ -325,7 +326,7 @@ def serve(
         max_tool_calls_per_turn=max_tool_calls_per_turn,
         prices=prices,
         sse_ping_seconds=sse_ping_seconds,
-        sandbox="none" if sandbox == "none" else "bubblewrap",
+        sandbox=sandbox,
         sandbox_limits=sandbox_limits,
         # A worker has no port of its own: its pid keeps two workers on one host from sharing an id.
         node_id=node_id
@@ -335,7 +336,6 @@ def serve(
         operations=operations,
         web=web,
         mcp=mcp,
-        secret_key=os.environ.get("CORRAL_SECRET_KEY") or None,
     )
     configure_logging(log_level, operations.log_format)
     from corral.server import run_server, run_worker  # heavy imports; keep `corral --help` fast

@@ -13,6 +13,8 @@ import click
 
 from corral.config import McpSettings
 
+DEFAULTS = McpSettings()
+
 MCP_EPILOG = """\b
 MCP servers and vaults:
   The brain connects to each MCP server an agent declares (Streamable HTTP;
@@ -31,7 +33,7 @@ def mcp_options(command: Callable[..., None]) -> Callable[..., None]:
             "--mcp-connect-timeout",
             envvar="CORRAL_MCP_CONNECT_TIMEOUT",
             show_envvar=True,
-            default=10.0,
+            default=DEFAULTS.connect_timeout,
             show_default=True,
             type=click.FloatRange(0.1, 600),
             help="Seconds to connect to an MCP server and complete its handshake.",
@@ -40,7 +42,7 @@ def mcp_options(command: Callable[..., None]) -> Callable[..., None]:
             "--mcp-timeout",
             envvar="CORRAL_MCP_TIMEOUT",
             show_envvar=True,
-            default=300.0,
+            default=DEFAULTS.call_timeout,
             show_default=True,
             type=click.FloatRange(1, 3600),
             help="Seconds one MCP tool call may take.",
@@ -49,7 +51,7 @@ def mcp_options(command: Callable[..., None]) -> Callable[..., None]:
             "--mcp-connect-retries",
             envvar="CORRAL_MCP_CONNECT_RETRIES",
             show_envvar=True,
-            default=2,
+            default=DEFAULTS.connect_retries,
             show_default=True,
             type=click.IntRange(0, 10),
             help="Further attempts to reach an unreachable MCP server within a turn (the turn then goes on "
@@ -59,7 +61,7 @@ def mcp_options(command: Callable[..., None]) -> Callable[..., None]:
             "--mcp-retry-delay",
             envvar="CORRAL_MCP_RETRY_DELAY",
             show_envvar=True,
-            default=0.5,
+            default=DEFAULTS.retry_delay,
             show_default=True,
             type=click.FloatRange(0, 60),
             help="Seconds before the first MCP connection retry; each further retry waits twice as long.",

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from corral.config import SandboxLimits, parse_size
+from corral.config import SandboxLimits, format_size, parse_size
 
 SANDBOX_EPILOG = """\b
 Sandboxes (bubblewrap): each session's runs in a cgroup of its own under
@@ -44,6 +44,10 @@ class _ByteSize(click.ParamType):
 
 BYTE_SIZE = _ByteSize()
 
+# The options show the limits' defaults the way one would type them: None (no limit) as 0 or 'none'.
+DEFAULTS = SandboxLimits()
+DEFAULT_DISK_RESERVE = "auto" if DEFAULTS.disk_reserve_bytes is None else format_size(DEFAULTS.disk_reserve_bytes)
+
 
 def _disk_reserve(ctx: click.Context, param: click.Parameter, value: object) -> int | None:
     """'auto' (None: the default reserve), else a size; 0 or 'none' for no reserve (0)."""
@@ -67,7 +71,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-memory",
             envvar="CORRAL_SANDBOX_MEMORY",
             show_envvar=True,
-            default="2G",
+            default=format_size(DEFAULTS.memory_bytes),
             show_default=True,
             type=BYTE_SIZE,
             help="Memory limit of each sandbox (its processes and its /tmp); beyond it the kernel kills a "
@@ -77,7 +81,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-pids",
             envvar="CORRAL_SANDBOX_PIDS",
             show_envvar=True,
-            default=1024,
+            default=DEFAULTS.pids or 0,
             show_default=True,
             type=click.IntRange(0, 4_194_304),
             help="Processes and threads a sandbox may have at once (a fork bomb stops there). 0: no limit.",
@@ -86,7 +90,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-cpus",
             envvar="CORRAL_SANDBOX_CPUS",
             show_envvar=True,
-            default=1.0,
+            default=DEFAULTS.cpus or 0,
             show_default=True,
             type=click.FloatRange(0, 1024),
             help="CPU time a sandbox may use, in cores (1.5 = one and a half). 0: no limit.",
@@ -95,7 +99,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-tmp-size",
             envvar="CORRAL_SANDBOX_TMP_SIZE",
             show_envvar=True,
-            default="1G",
+            default=format_size(DEFAULTS.tmp_bytes),
             show_default=True,
             type=BYTE_SIZE,
             help="Size of each sandbox's private /tmp (memory-backed, counted in --sandbox-memory).",
@@ -104,7 +108,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-workspace-size",
             envvar="CORRAL_SANDBOX_WORKSPACE_SIZE",
             show_envvar=True,
-            default="10G",
+            default=format_size(DEFAULTS.workspace_bytes),
             show_default=True,
             type=BYTE_SIZE,
             help="Size cap of each session's /workspace: an ext4 image of its own, loop-mounted (needs root), "
@@ -115,7 +119,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-disk-reserve",
             envvar="CORRAL_SANDBOX_DISK_RESERVE",
             show_envvar=True,
-            default="auto",
+            default=DEFAULT_DISK_RESERVE,
             show_default=True,
             callback=_disk_reserve,
             metavar="SIZE",
@@ -127,7 +131,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-idle-timeout",
             envvar="CORRAL_SANDBOX_IDLE_TIMEOUT",
             show_envvar=True,
-            default=600.0,
+            default=DEFAULTS.idle_timeout_s or 0,
             show_default=True,
             type=click.FloatRange(0, 30 * 86400),
             help="Seconds without a tool call after which a session's sandbox stops; the next call starts a "
@@ -137,7 +141,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--sandbox-cgroup",
             envvar="CORRAL_SANDBOX_CGROUP",
             show_envvar=True,
-            default="corral",
+            default=DEFAULTS.cgroup_parent or "none",
             show_default=True,
             callback=_cgroup_parent,
             help="Parent cgroup of the sandboxes, below each hierarchy's root (a dedicated one: on start the "

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import click
 
-from corral.config import Operations
+from corral.config import LogFormat, MetricsAccess, Operations
+
+DEFAULTS = Operations()
 
 OPERATIONS_EPILOG = """\b
 Operating the server:
@@ -32,7 +34,7 @@ def operations_options(command: Callable[..., None]) -> Callable[..., None]:
             "--rate-limit-create",
             envvar="CORRAL_RATE_LIMIT_CREATE",
             show_envvar=True,
-            default=300,
+            default=DEFAULTS.rate_limit_create,
             show_default=True,
             type=click.IntRange(0),
             help="Create requests (POST /v1/agents, /v1/sessions, /v1/vaults) per minute per API key; 0: no limit.",
@@ -41,7 +43,7 @@ def operations_options(command: Callable[..., None]) -> Callable[..., None]:
             "--rate-limit-other",
             envvar="CORRAL_RATE_LIMIT_OTHER",
             show_envvar=True,
-            default=600,
+            default=DEFAULTS.rate_limit_other,
             show_default=True,
             type=click.IntRange(0),
             help="Every other /v1/ request per minute per API key; 0: no limit.",
@@ -50,7 +52,7 @@ def operations_options(command: Callable[..., None]) -> Callable[..., None]:
             "--rate-limit-environments",
             envvar="CORRAL_RATE_LIMIT_ENVIRONMENTS",
             show_envvar=True,
-            default=60,
+            default=DEFAULTS.rate_limit_environments,
             show_default=True,
             type=click.IntRange(0),
             help="Requests to /v1/environments... per minute per API key; 0: no limit.",
@@ -59,7 +61,7 @@ def operations_options(command: Callable[..., None]) -> Callable[..., None]:
             "--max-running-sessions",
             envvar="CORRAL_MAX_RUNNING_SESSIONS",
             show_envvar=True,
-            default=100,
+            default=DEFAULTS.max_running_sessions,
             show_default=True,
             type=click.IntRange(0, 1000),
             help="Sessions of one workspace that may run at once; a message that would start one more is "
@@ -70,18 +72,18 @@ def operations_options(command: Callable[..., None]) -> Callable[..., None]:
             "metrics",
             envvar="CORRAL_METRICS",
             show_envvar=True,
-            default="key",
+            default=DEFAULTS.metrics,
             show_default=True,
-            type=click.Choice(["key", "public", "off"]),
+            type=click.Choice(get_args(MetricsAccess)),
             help="Prometheus metrics at /metrics: behind an API key, public (no key), or off.",
         ),
         click.option(
             "--log-format",
             envvar="CORRAL_LOG_FORMAT",
             show_envvar=True,
-            default="text",
+            default=DEFAULTS.log_format,
             show_default=True,
-            type=click.Choice(["text", "json"]),
+            type=click.Choice(get_args(LogFormat)),
             help="Log lines as text, or one JSON object per line (time, level, logger, message, request_id, "
             "session_id). Keys and tokens are masked in both.",
         ),
@@ -89,7 +91,7 @@ def operations_options(command: Callable[..., None]) -> Callable[..., None]:
             "--otlp-endpoint",
             envvar=["CORRAL_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"],
             show_envvar=True,
-            default=None,
+            default=DEFAULTS.otlp_endpoint,
             help="OpenTelemetry collector (OTLP over HTTP, e.g. http://127.0.0.1:4318): export traces of turns, "
             "model requests and tool calls. Default: no traces.",
         ),

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from corral.config import SearchKind, WebSettings
 from corral.hands.net.policy import ALLOW_ADDRESSES_ENV, parse_allow_addresses
+
+DEFAULTS = WebSettings()
 
 WEB_EPILOG = """\b
 Network, packages and web tools:
@@ -47,8 +49,8 @@ def web_options(command: Callable[..., None]) -> Callable[..., None]:
             "--web-search",
             envvar="CORRAL_WEB_SEARCH",
             show_envvar=True,
-            default=None,
-            type=click.Choice(["none", "searxng", "brave"]),
+            default=None,  # derived below from --searxng-url, so not WebSettings.search
+            type=click.Choice(get_args(SearchKind)),
             help="Backend of the web_search tool: searxng (at --searxng-url; its settings.yml must allow the json "
             "format), brave (Brave Search API, key read from BRAVE_SEARCH_API_KEY), or none: web_search is not "
             "offered to models. Default: searxng when --searxng-url is set, else none.",
@@ -57,14 +59,14 @@ def web_options(command: Callable[..., None]) -> Callable[..., None]:
             "--searxng-url",
             envvar="CORRAL_SEARXNG_URL",
             show_envvar=True,
-            default=None,
+            default=DEFAULTS.searxng_url,
             help="Base URL of a SearXNG instance for web_search, e.g. http://127.0.0.1:8888.",
         ),
         click.option(
             "--egress-allow-addresses",
             envvar=ALLOW_ADDRESSES_ENV,
             show_envvar=True,
-            default=None,
+            default=",".join(DEFAULTS.egress_allow_addresses) or None,
             callback=_check_allow_addresses,
             help="FOR TESTS ONLY: comma-separated exact address:port pairs (127.0.0.1:8080, [::1]:8080) that "
             "sandboxes and web_fetch may reach although they are not public addresses. Off by default.",

@@ -35,7 +35,6 @@ from corral.hands.sandbox.volumes import DirectoryVolumes, WorkspaceVolumes
 
 log = logging.getLogger(__name__)
 
-TOOL_NAMES = ("bash", "read", "write", "edit", "glob", "grep")
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 

@@ -1,14 +1,14 @@
 """Session budgets (spec §6.2): a cap on a session's list cost, checked before every model request.
 
 A budget is `{"type": "limit", "max_list_cost": {"amount": "<US cents>", "currency": "USD"}}`. The cost is
-the session's token usage at its model's configured list price (corral.models.pricing).
+the session's token usage at its model's configured list price (corral.pricing).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from corral.models.pricing import CURRENCY, ModelPrice, price_for
+from corral.pricing import CURRENCY, ModelPrice, price_for
 
 Json = dict[str, Any]
 

@@ -28,8 +28,9 @@ class SessionLog:
         self.store = store
         self.bus = bus
 
-    async def append(self, session_id: str, *events: NewEvent) -> list[EventRecord]:
-        records = await self.store.append_events(session_id, list(events))
+    async def append(self, session_id: str, *events: NewEvent, session_body: Json | None = None) -> list[EventRecord]:
+        """Store the events (with the session's new body, if given, in the same transaction), then publish them."""
+        records = await self.store.append_events(session_id, list(events), session_body=session_body)
         self.bus.publish(session_id, records)
         metrics.events_appended(records)  # observability: session errors by type
         return records

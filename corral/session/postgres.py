@@ -42,20 +42,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from corral.clock import now_rfc3339
 from corral.session import rows
 from corral.session.cluster import EVENTS_CHANNEL, WAKE_CHANNEL
+from corral.session.database_url import POSTGRES_SCHEMES
 from corral.session.migrations import apply_migrations
-from corral.session.open_store import POSTGRES_SCHEMES
-from corral.session.records import EventRecord, NewEvent
+from corral.session.records import EventRecord, Json, NewEvent
 from corral.session.rows import Row
-from corral.session.sql_store import (
-    ALLOCATE_SQL,
-    SAVE_STATE_SQL,
-    WORK_SQL,
-    Execute,
-    Params,
-    SqlStore,
-    dumps,
-    pyformat,
-)
+from corral.session.sql_event_log import ALLOCATE_SQL, SAVE_STATE_SQL
+from corral.session.sql_port import Execute, Params, dumps, pyformat
+from corral.session.sql_store import SqlStore
+from corral.session.sql_work import WORK_SQL
 from corral.session.state import STATE_EVENT_TYPES, SessionState, empty_usage, reduce
 from corral.session.store import StorageUnavailable
 
@@ -72,6 +66,7 @@ DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
 # The shared statements the append path runs on its own connection, in psycopg's placeholder style.
 _ALLOCATE = pyformat(ALLOCATE_SQL)
 _SAVE_STATE = pyformat(SAVE_STATE_SQL)
+_SET_BODY = "UPDATE sessions SET body = %(body)s, updated_at = %(at)s WHERE id = %(id)s"
 
 
 def psycopg_conninfo(url: str) -> str:
@@ -354,10 +349,12 @@ class PostgresStore(SqlStore):
         "SELECT status, usage, active_seconds, running_since, last_position FROM allocated"
     )
 
-    async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
-        """One statement stores the events. When one of them can change the session's derived state, that
-        statement and the state's update share a transaction (pipelined: two round trips); otherwise the
-        statement commits on its own (one round trip)."""
+    async def append_events(
+        self, session_id: str, events: list[NewEvent], *, session_body: Json | None = None
+    ) -> list[EventRecord]:
+        """One statement stores the events. When one of them can change the session's derived state, or a new
+        `session_body` comes with them, that statement and the session's update share a transaction (pipelined:
+        two round trips); otherwise the statement commits on its own (one round trip)."""
         notices: list[tuple[str, str]] = []
 
         async def run(conn: Connection, retrying: bool) -> list[EventRecord]:
@@ -389,11 +386,15 @@ class PostgresStore(SqlStore):
                 state = reduce(state, event.type, event.body, processed_at)
                 records.append(EventRecord(event.id, session_id, event.type, event.body, position, processed_at))
             await self._save_state(conn, session_id, before, state)
+            if session_body is not None and records:
+                await conn.execute(
+                    _SET_BODY, {"body": dumps(session_body), "at": records[-1].processed_at, "id": session_id}
+                )
             if events:
                 notices.append((EVENTS_CHANNEL, f"{session_id}:{position}"))
             return records
 
-        if any(event.type in STATE_EVENT_TYPES for event in events):
+        if session_body is not None or any(event.type in STATE_EVENT_TYPES for event in events):
             return await self._write(run, replayable=True, pipeline=True, notices=notices)
         return await self._run(run, transaction=False, replayable=True, notices=notices)
 

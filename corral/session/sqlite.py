@@ -21,9 +21,12 @@ from typing import Any, TypeVar
 
 from corral.clock import now_rfc3339
 from corral.session.migrations import apply_migrations
-from corral.session.records import EventRecord, NewEvent
+from corral.session.records import EventRecord, Json, NewEvent
 from corral.session.rows import Row
-from corral.session.sql_store import ALLOCATE_SQL, SAVE_STATE_SQL, WORK_SQL, Execute, Params, SqlStore, dumps
+from corral.session.sql_event_log import ALLOCATE_SQL, SAVE_STATE_SQL
+from corral.session.sql_port import Execute, Params, dumps
+from corral.session.sql_store import SqlStore
+from corral.session.sql_work import WORK_SQL
 from corral.session.state import STATE_EVENT_TYPES, SessionState, empty_usage, reduce
 from corral.session.store import StorageUnavailable
 
@@ -184,7 +187,9 @@ class SqliteStore(SqlStore):
             (after.status, dumps(after.usage), after.active_seconds, after.running_since, now_rfc3339(), session_id),
         )
 
-    async def append_events(self, session_id: str, events: list[NewEvent]) -> list[EventRecord]:
+    async def append_events(
+        self, session_id: str, events: list[NewEvent], *, session_body: Json | None = None
+    ) -> list[EventRecord]:
         records: list[EventRecord] = []
         # Most events leave the derived state alone whatever it is: then only the positions are needed.
         stateful = any(event.type in STATE_EVENT_TYPES for event in events)
@@ -207,6 +212,11 @@ class SqliteStore(SqlStore):
                 records.append(EventRecord(event.id, session_id, event.type, event.body, position, processed_at))
             if before is not None and state is not None:
                 self._save_state(db, session_id, before, state)
+            if session_body is not None and records:
+                db.execute(
+                    "UPDATE sessions SET body = ?, updated_at = ? WHERE id = ?",
+                    (dumps(session_body), records[-1].processed_at, session_id),
+                )
         return records
 
     @staticmethod

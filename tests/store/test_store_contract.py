@@ -1,5 +1,5 @@
 """Every storage adapter honours the `Store` contract: event log order, derived session state, listings,
-scoping, leases. Each test runs once per adapter (SQLite, PostgreSQL; see tests/store/conftest.py).
+scoping, leases. Each test runs once per adapter (SQLite, PostgreSQL, in-memory; see tests/store/conftest.py).
 """
 
 from __future__ import annotations
@@ -143,6 +143,18 @@ async def test_append_events_sets_processed_at_on_every_event(store: Store, sess
 
     assert all(record.processed_at for record in records)
     assert records[0].processed_at <= records[1].processed_at  # type: ignore[operator]
+
+
+async def test_append_events_with_a_session_body_stores_it_updated_when_the_event_was_processed(
+    store: Store, session: str
+) -> None:
+    [record] = await store.append_events(
+        session, [NewEvent("e1", "session.updated", {"title": "renamed"})], session_body={"title": "renamed"}
+    )
+
+    stored = await store.get_session(WS, session)
+    assert stored is not None
+    assert (stored.body, stored.updated_at) == ({"title": "renamed"}, record.processed_at)
 
 
 async def test_appended_events_become_wire_dicts_with_type_id_body_and_processed_at(store: Store, session: str) -> None:

@@ -7,11 +7,13 @@ from typing import Any
 Json = dict[str, Any]
 
 TOOLSET_TYPE = "agent_toolset_20260401"
-BUILTIN_TOOLS = ("bash", "read", "write", "edit", "glob", "grep", "web_fetch", "web_search")
-# Tools that run in the session's workspace. web_fetch and web_search run in the server (`web.py` here); hands
-# list them in `tool_names` only when they can run them (web_search needs a search backend).
+# The one registry of built-in tool names: the hands, the API, MCP's reserved names and the tool router
+# (brain/tools.py) take them from here. WORKSPACE_TOOLS run in the session's workspace; WEB_TOOLS run in the
+# server (`web.py` here), and hands list them in `tool_names` only when they can run them (web_search needs a
+# search backend).
 WORKSPACE_TOOLS = ("bash", "read", "write", "edit", "glob", "grep")
 WEB_TOOLS = ("web_fetch", "web_search")
+BUILTIN_TOOLS = (*WORKSPACE_TOOLS, *WEB_TOOLS)
 
 ALWAYS_ALLOW: Json = {"type": "always_allow"}
 

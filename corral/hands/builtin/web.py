@@ -175,7 +175,7 @@ class WebTools:
     @property
     def tool_names(self) -> frozenset[str]:
         """What can run here: web_fetch always, web_search only with a backend."""
-        return frozenset({"web_fetch", "web_search"} if self.search_backend else {"web_fetch"})
+        return frozenset(self.handlers())
 
     def handlers(self) -> dict[str, ToolHandler]:
         handlers: dict[str, ToolHandler] = {"web_fetch": self.fetch}

@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from corral.api.schemas import Strict, TextBlock, ToolResultBlock, UserContentBlock
 from corral.errors import InvalidRequest
 from corral.ids import new_id
+from corral.services.schemas import Strict, TextBlock, ToolResultBlock, UserContentBlock
 from corral.session.records import NewEvent
 
 
