@@ -26,10 +26,11 @@ from corral.hands.sandbox.registry import open_sandboxes
 from corral.ids import new_id
 from corral.mcp.client import McpHub
 from corral.models.router import ModelRouter
+from corral.protocol.events import session_error
 from corral.runtime import Runtime
 from corral.session.cluster import Cluster, PostgresCluster, SingleNode
 from corral.session.fanout import EventBus
-from corral.session.log import SessionLog, new_event
+from corral.session.log import SessionLog
 from corral.session.open_store import open_store
 from corral.session.postgres import PostgresStore, psycopg_conninfo
 from corral.session.store import Store
@@ -107,7 +108,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     vault = VaultAccess(store, SecretBox(load_or_create_key(settings.secret_key, settings.data_dir)))
 
     async def report(session_id: str, error: dict[str, Any]) -> None:
-        await session_log.append(session_id, new_event("session.error", error=error))
+        await session_log.append(session_id, session_error(error))
 
     hands = build_hands(settings, credentials=vault.session_environment_secrets, report=report)
     models = ModelRouter(settings)

@@ -23,9 +23,9 @@ from corral.api.http import (
     read_body,
     read_query,
 )
+from corral.protocol.events import LISTABLE_TYPES, PREVIEWABLE_TYPES
 from corral.runtime import runtime_of, workspace_of
 from corral.services.events import SendEvents
-from corral.session.event_types import LISTABLE_TYPES, PREVIEWABLE_TYPES
 from corral.session.fanout import Frame
 
 if TYPE_CHECKING:

@@ -9,20 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from corral.mcp.names import model_tool_name
+from corral.protocol.events import EventType
 from corral.session.records import EventRecord
 
 Json = dict[str, Any]
 
 # The event types that carry conversation (everything else is status, spans and bookkeeping).
 CONVERSATION_TYPES = (
-    "user.message",
-    "agent.message",
-    "agent.tool_use",
-    "agent.custom_tool_use",
-    "agent.tool_result",
-    "user.custom_tool_result",
-    "agent.mcp_tool_use",
-    "agent.mcp_tool_result",
+    EventType.USER_MESSAGE,
+    EventType.AGENT_MESSAGE,
+    EventType.AGENT_TOOL_USE,
+    EventType.AGENT_CUSTOM_TOOL_USE,
+    EventType.AGENT_TOOL_RESULT,
+    EventType.USER_CUSTOM_TOOL_RESULT,
+    EventType.AGENT_MCP_TOOL_USE,
+    EventType.AGENT_MCP_TOOL_RESULT,
 )
 
 
@@ -49,23 +50,23 @@ class ConversationBuilder:
 
     def add(self, event: EventRecord) -> None:
         body = event.body
-        if event.type == "user.message":
+        if event.type == EventType.USER_MESSAGE:
             self._add("user", list(body["content"]))
-        elif event.type == "agent.message":
+        elif event.type == EventType.AGENT_MESSAGE:
             self._add("assistant", [block for block in body["content"] if block.get("type") == "text"])
-        elif event.type in ("agent.tool_use", "agent.custom_tool_use"):
+        elif event.type in (EventType.AGENT_TOOL_USE, EventType.AGENT_CUSTOM_TOOL_USE):
             self._add(
                 "assistant",
                 [{"type": "tool_use", "id": event.id, "name": body["name"], "input": body["input"]}],
             )
-        elif event.type == "agent.tool_result":
+        elif event.type == EventType.AGENT_TOOL_RESULT:
             self._add("user", [_tool_result_block(body["tool_use_id"], body)])
-        elif event.type == "user.custom_tool_result":
+        elif event.type == EventType.USER_CUSTOM_TOOL_RESULT:
             self._add("user", [_tool_result_block(body["custom_tool_use_id"], body)])
-        elif event.type == "agent.mcp_tool_use":
+        elif event.type == EventType.AGENT_MCP_TOOL_USE:
             name = model_tool_name(body["mcp_server_name"], body["name"])
             self._add("assistant", [{"type": "tool_use", "id": event.id, "name": name, "input": body["input"]}])
-        elif event.type == "agent.mcp_tool_result":
+        elif event.type == EventType.AGENT_MCP_TOOL_RESULT:
             self._add("user", [_tool_result_block(body["mcp_tool_use_id"], body)])
 
     def messages(self) -> list[Json]:

@@ -22,8 +22,19 @@ from corral.mcp.client import McpHub
 from corral.models.base import ModelError, ModelRequest, ModelResponse
 from corral.models.router import ModelRouter
 from corral.observability import logs, metrics
+from corral.protocol.events import (
+    EventType,
+    agent_message,
+    model_request_end,
+    model_request_start,
+    session_error,
+    session_usage,
+    status_idle,
+    status_rescheduled,
+    status_running,
+)
 from corral.session.budget import list_cost, over_budget
-from corral.session.log import SessionLog, new_event
+from corral.session.log import SessionLog
 from corral.session.records import EventRecord, Json, NewEvent, SessionRecord
 
 log = logging.getLogger("corral.brain")
@@ -109,10 +120,10 @@ class SessionWorker:
         self.awaiting = set(self.view.waited_for())
         if self.running:
             # The previous brain died mid-turn: say so, answer what it left hanging, and finish the turn.
-            await self._append(new_event("session.status_rescheduled"))
+            await self._append(status_rescheduled())
             for call_id in list(self.view.open_calls):
                 await self._append(self._tool_result_event(call_id, error_result(RESTARTED_TOOL)))
-            await self._append(new_event("session.status_running"))
+            await self._append(status_running())
             # The view has not necessarily taken those appends (the dead brain's last events leave a gap that
             # apply_own does not bridge): read them, so that the error results are the tool results the model
             # now owes an answer to, as after any other tool results.
@@ -145,8 +156,8 @@ class SessionWorker:
             progressed = False
             queued = await self.store.queued_events(self.session_id)
             # An interrupt jumps ahead of everything queued before it.
-            for event in sorted(queued, key=lambda queued_event: queued_event.type != "user.interrupt"):
-                if event.type == "user.message" and self.view.pending:
+            for event in sorted(queued, key=lambda queued_event: queued_event.type != EventType.USER_INTERRUPT):
+                if event.type == EventType.USER_MESSAGE and self.view.pending:
                     continue  # stays queued until the calls awaiting the client are settled
                 await self._handle(event)
                 progressed = True
@@ -179,24 +190,24 @@ class SessionWorker:
     async def _idle(self, stop_reason: Json) -> None:
         session = await self.store.get_session(None, self.session_id)
         usage: Json = {}
-        budget: Json = {}
+        budget: Json | None = None
         if session is not None:
             usage = dict(session.usage)
             cost = list_cost(self.settings.prices, session.body, session.usage)
             if cost is not None:
                 usage["list_cost"] = cost
             if session.body.get("budget") is not None:
-                budget = {"budget": session.body["budget"]}
+                budget = session.body["budget"]
         await self._append(
-            new_event("session.usage", usage=usage, **budget),
-            new_event("session.status_idle", stop_reason=stop_reason, stop_details=None),
+            session_usage(usage, budget),
+            status_idle(stop_reason),
         )
         self.running = False
         self.stop_reason = {"type": "end_turn"}
 
     async def _ensure_running(self) -> None:
         if not self.running:
-            await self._append(new_event("session.status_running"))
+            await self._append(status_running())
             self.running = True
 
     async def _append(self, *events: NewEvent) -> list[EventRecord]:
@@ -209,11 +220,11 @@ class SessionWorker:
     async def _handle(self, event: EventRecord) -> None:
         record = await self.log.mark_processed(self.session_id, event.id)
         self.view.apply_own([record])
-        if record.type == "user.message":
+        if record.type == EventType.USER_MESSAGE:
             self.needs_model = True
-        elif record.type == "user.interrupt":
+        elif record.type == EventType.USER_INTERRUPT:
             await self._on_interrupt()
-        elif record.type == "user.tool_confirmation":
+        elif record.type == EventType.USER_TOOL_CONFIRMATION:
             await self._on_confirmation(record)
 
     async def _on_interrupt(self) -> None:
@@ -317,7 +328,7 @@ class SessionWorker:
             "message": f"the turn made more than {limit} tool calls (--max-tool-calls-per-turn) and was stopped",
             "retry_status": {"type": "exhausted"},
         }
-        await self._append(new_event("session.error", error=error))
+        await self._append(session_error(error))
         self.stop_reason = {"type": "retries_exhausted"}
 
     @property
@@ -329,13 +340,13 @@ class SessionWorker:
         """Connect the agent's MCP servers (reusing the session's open connections) and take their tools."""
 
         async def report(error: Json) -> None:
-            await self._append(new_event("session.error", error=error))
+            await self._append(session_error(error))
 
         await self._router.prepare(report)
 
     def _tool_result_event(self, call_id: str, result: Json) -> NewEvent:
         call = self.view.open_calls.get(call_id) or self.view.pending.get(call_id)
-        return result_event(call_id, call.type if call is not None else "agent.tool_use", result)
+        return result_event(call_id, call.type if call is not None else EventType.AGENT_TOOL_USE, result)
 
     # --- the model call --------------------------------------------------------------------------
 
@@ -351,15 +362,13 @@ class SessionWorker:
 
     def _span_end(self, start_id: str, response: ModelResponse | None, *, is_error: bool) -> NewEvent:
         usage = response.usage.to_wire() if response else ModelResponse([], None).usage.to_wire()
-        return new_event(
-            "span.model_request_end", model_request_start_id=start_id, is_error=is_error, model_usage=usage
-        )
+        return model_request_end(start_id, is_error=is_error, model_usage=usage)
 
     async def _call_model(self) -> ModelResponse | None:
         """One model request with retries; appends what the model said. None when retries are exhausted."""
         attempt = 0
         while True:
-            (start,) = await self._append(new_event("span.model_request_start"))
+            (start,) = await self._append(model_request_start())
             self.turn.open_span = start.id
             preview = _Preview(self.log, self.session_id)
             try:
@@ -390,9 +399,8 @@ class SessionWorker:
                 f"{message} (the model API rejected the credential: check "
                 f"{self.models.describe_credential(self.agent['model']['id'])} in the Corral server's environment)"
             )
-        return new_event(
-            "session.error",
-            error={
+        return session_error(
+            {
                 "type": error.session_error_type,
                 "message": message,
                 "retry_status": {"type": retry_status},
@@ -404,7 +412,7 @@ class SessionWorker:
         texts = [block for block in response.content if block["type"] == "text" and block["text"]]
         if texts:
             content = [{"type": "text", "text": block["text"]} for block in texts]
-            events.append(NewEvent(id=message_id or new_id("sevt"), type="agent.message", body={"content": content}))
+            events.append(agent_message(content, message_id))
         for block in response.content:
             if block["type"] == "tool_use":
                 events.append(self._router.catalog.call_event(block["name"], block.get("input") or {}))
@@ -420,18 +428,18 @@ class _Preview:
         self.message_id: str | None = None
 
     def on_text(self, index: int, text: str) -> None:
-        if not self._log.wants_previews(self._session_id, "agent.message"):
+        if not self._log.wants_previews(self._session_id, EventType.AGENT_MESSAGE):
             return
         if self.message_id is None:
             self.message_id = new_id("sevt")
             self._log.preview(
                 self._session_id,
-                "agent.message",
-                {"type": "event_start", "event": {"type": "agent.message", "id": self.message_id}},
+                EventType.AGENT_MESSAGE,
+                {"type": "event_start", "event": {"type": EventType.AGENT_MESSAGE.value, "id": self.message_id}},
             )
         self._log.preview(
             self._session_id,
-            "agent.message",
+            EventType.AGENT_MESSAGE,
             {
                 "type": "event_delta",
                 "event_id": self.message_id,

@@ -19,7 +19,8 @@ from corral.config import Settings
 from corral.hands.base import HandsProvider
 from corral.mcp.client import McpHub
 from corral.models.router import ModelRouter
-from corral.session.log import SessionLog, new_event
+from corral.protocol.events import session_error, status_idle
+from corral.session.log import SessionLog
 
 log = logging.getLogger("corral.brain")
 
@@ -188,8 +189,8 @@ class Brain:
         try:
             await self._log.append(
                 session_id,
-                new_event("session.error", error=error),
-                new_event("session.status_idle", stop_reason={"type": "retries_exhausted"}, stop_details=None),
+                session_error(error),
+                status_idle({"type": "retries_exhausted"}),
             )
         except Exception:
             log.exception("session %s: could not record the failure", session_id)

@@ -21,10 +21,9 @@ from corral.hands.base import Hands, ToolResult
 from corral.hands.builtin.toolset import builtin_config, model_tool_definitions
 from corral.mcp.client import McpHub, McpTool, Report, SessionMcp, tool_config
 from corral.observability import metrics
-from corral.session.log import new_event
+from corral.protocol import events
+from corral.protocol.events import EventType
 from corral.session.records import EventRecord, Json, NewEvent
-
-MCP_CALL = "agent.mcp_tool_use"
 
 
 def error_result(message: str) -> Json:
@@ -44,9 +43,9 @@ def evaluate_policy(policy: str) -> tuple[str, Json]:
 
 def result_event(call_id: str, call_type: str, result: Json) -> NewEvent:
     """The event that answers a call: an MCP call's result names it as one."""
-    if call_type == MCP_CALL:
-        return new_event("agent.mcp_tool_result", mcp_tool_use_id=call_id, **result)
-    return new_event("agent.tool_result", tool_use_id=call_id, **result)
+    if call_type == EventType.AGENT_MCP_TOOL_USE:
+        return events.mcp_tool_result(call_id, result)
+    return events.tool_result(call_id, result)
 
 
 @dataclass(frozen=True)
@@ -72,35 +71,22 @@ class ToolCatalog:
         agent has not enabled, or that the hands cannot run, is recorded as denied.
         """
         if any(tool.get("type") == "custom" and tool["name"] == name for tool in self.agent_tools):
-            return new_event("agent.custom_tool_use", name=name, input=tool_input)
+            return events.custom_tool_use(name, tool_input)
         mcp_tool = self.mcp.get(name)
         if mcp_tool is not None:
             return self._mcp_call_event(mcp_tool, tool_input)
         config = builtin_config(self.agent_tools, name)
         if config is None or not config["enabled"] or name not in self.runnable:
-            return new_event("agent.tool_use", name=name, input=tool_input, evaluated_permission="deny")
+            return events.tool_use(name, tool_input, "deny")
         permission, evaluation = evaluate_policy(config["permission_policy"]["type"])
-        return new_event(
-            "agent.tool_use",
-            name=name,
-            input=tool_input,
-            evaluated_permission=permission,
-            evaluation=evaluation,
-        )
+        return events.tool_use(name, tool_input, permission, evaluation)
 
     def _mcp_call_event(self, tool: McpTool, tool_input: Any) -> NewEvent:
         toolset = next(
             t for t in self.agent_tools if t.get("type") == "mcp_toolset" and t["mcp_server_name"] == tool.server
         )
         permission, evaluation = evaluate_policy(tool_config(toolset, tool.name)["permission_policy"]["type"])
-        return new_event(
-            MCP_CALL,
-            name=tool.name,
-            mcp_server_name=tool.server,
-            input=tool_input,
-            evaluated_permission=permission,
-            evaluation=evaluation,
-        )
+        return events.mcp_tool_use(tool.name, tool.server, tool_input, permission, evaluation)
 
 
 class ToolRouter:
@@ -154,7 +140,7 @@ class ToolRouter:
         name = call.body["name"]
         if call.body.get("evaluated_permission") == "deny":
             return error_result(f"The tool '{name}' is not enabled for this agent.")
-        if call.type == MCP_CALL:
+        if call.type == EventType.AGENT_MCP_TOOL_USE:
             return await self._execute_mcp(call)
         result: ToolResult = await metrics.observe_tool_call(  # observability: latency, span
             name, self._hands.execute(name, call.body["input"], builtin_config(self.catalog.agent_tools, name))

@@ -10,28 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from corral.brain.context import CONVERSATION_TYPES, ConversationBuilder
+from corral.protocol.events import TOOL_CALL_TYPES, EventType
 from corral.session.records import EventRecord
 from corral.session.store import Store
 
-VIEW_TYPES = (*CONVERSATION_TYPES, "user.tool_confirmation", "session.status_idle")
-
-_CALL_TYPES = ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use")
+# Plain strings: they are query parameters of the store.
+VIEW_TYPES = tuple(
+    str(event_type)
+    for event_type in (*CONVERSATION_TYPES, EventType.USER_TOOL_CONFIRMATION, EventType.SESSION_STATUS_IDLE)
+)
 
 
 def _answered_call(event: EventRecord) -> str | None:
     """The call an event answers, if it answers one."""
-    if event.type in ("agent.tool_result", "user.tool_confirmation"):
+    if event.type in (EventType.AGENT_TOOL_RESULT, EventType.USER_TOOL_CONFIRMATION):
         return str(event.body["tool_use_id"])
-    if event.type == "user.custom_tool_result":
+    if event.type == EventType.USER_CUSTOM_TOOL_RESULT:
         return str(event.body["custom_tool_use_id"])
-    if event.type == "agent.mcp_tool_result":
+    if event.type == EventType.AGENT_MCP_TOOL_RESULT:
         return str(event.body["mcp_tool_use_id"])
     return None
 
 
 def asks_client(event: EventRecord) -> bool:
     """A custom tool call, or a built-in or MCP call held for confirmation: the client must answer it."""
-    return event.type == "agent.custom_tool_use" or event.body.get("evaluated_permission") == "ask"
+    return event.type == EventType.AGENT_CUSTOM_TOOL_USE or event.body.get("evaluated_permission") == "ask"
 
 
 @dataclass
@@ -49,16 +52,16 @@ class SessionView:
     def apply(self, event: EventRecord) -> None:
         if event.type in CONVERSATION_TYPES:
             self.conversation.add(event)
-        if event.type in _CALL_TYPES:
+        if event.type in TOOL_CALL_TYPES:
             (self.pending if asks_client(event) else self.open_calls)[event.id] = event
-        elif event.type == "session.status_idle":
+        elif event.type == EventType.SESSION_STATUS_IDLE:
             self.last_idle = event
-        elif event.type == "user.message" and event.position is not None:
+        elif event.type == EventType.USER_MESSAGE and event.position is not None:
             self.last_message_position = event.position
         answered = _answered_call(event)
         if answered is not None:
             call = self.pending.pop(answered, None)
-            if event.type == "user.tool_confirmation":
+            if event.type == EventType.USER_TOOL_CONFIRMATION:
                 if call is not None:
                     self.open_calls[answered] = call  # confirmed (or denied): the brain now owes its result
             else:

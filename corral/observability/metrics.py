@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from corral.observability import tracing
+from corral.protocol.events import EventType
 
 if TYPE_CHECKING:
     from corral.session.records import EventRecord
@@ -139,7 +140,7 @@ def sandbox_started() -> None:
 def events_appended(records: Iterable[EventRecord]) -> None:
     """Counts what the session log appended (errors by type)."""
     for record in records:
-        if record.type == "session.error":
+        if record.type == EventType.SESSION_ERROR:
             error: dict[str, Any] = record.body.get("error") or {}
             retry = (error.get("retry_status") or {}).get("type", "unknown")
             SESSION_ERRORS.labels(str(error.get("type", "unknown_error")), str(retry)).inc()

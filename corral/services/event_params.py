@@ -8,6 +8,7 @@ from pydantic import Field
 
 from corral.errors import InvalidRequest
 from corral.ids import new_id
+from corral.protocol.events import EventType
 from corral.services.schemas import Strict, TextBlock, ToolResultBlock, UserContentBlock
 from corral.session.records import NewEvent
 
@@ -78,7 +79,14 @@ EventParam = Annotated[
 InitialEventParam = Annotated[UserMessage | UserDefineOutcome, Field(discriminator="type")]
 
 # What the brain can act on today; the other event types are validated but refused with a clear message.
-SUPPORTED_TYPES = frozenset({"user.message", "user.interrupt", "user.custom_tool_result", "user.tool_confirmation"})
+SUPPORTED_TYPES = frozenset(
+    {
+        EventType.USER_MESSAGE.value,
+        EventType.USER_INTERRUPT.value,
+        EventType.USER_CUSTOM_TOOL_RESULT.value,
+        EventType.USER_TOOL_CONFIRMATION.value,
+    }
+)
 
 
 def to_new_event(param: Strict) -> NewEvent:

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from corral.config import Settings
 from corral.errors import InvalidRequest
+from corral.protocol.events import EventType
 from corral.services.event_params import EventParam, to_new_event
 from corral.services.schemas import Strict
 from corral.services.sessions import Sessions, ensure_writable
@@ -63,40 +64,40 @@ class Events:
         events = [to_new_event(param) for param in params.events]
         for event in events:
             await self._check_answer(session.id, event)
-        if any(event.type == "user.message" for event in events) and over_budget(
+        if any(event.type == EventType.USER_MESSAGE for event in events) and over_budget(
             self._settings.prices, session.body, session.usage
         ):
             raise InvalidRequest(
                 f"session {session.id} is paused at its budget; raise or remove the budget (sessions.update) "
                 "before sending messages (tool results, confirmations and interrupts are still accepted)"
             )
-        await self._sessions.ensure_capacity(session, any(event.type == "user.message" for event in events))
+        await self._sessions.ensure_capacity(session, any(event.type == EventType.USER_MESSAGE for event in events))
         # Custom tool results are processed on receipt (the spec's echo has processed_at set); the rest queue
         # for the brain, which processes them in order.
-        answers = [event for event in events if event.type == "user.custom_tool_result"]
-        queued = [event for event in events if event.type != "user.custom_tool_result"]
+        answers = [event for event in events if event.type == EventType.USER_CUSTOM_TOOL_RESULT]
+        queued = [event for event in events if event.type != EventType.USER_CUSTOM_TOOL_RESULT]
         stored = (await self._log.append(session.id, *answers) if answers else []) + (
             await self._log.enqueue(session.id, queued) if queued else []
         )
         by_id = {record.id: record for record in stored}
         self._brain.wake(session.id)
-        if any(event.type == "user.interrupt" for event in events):
+        if any(event.type == EventType.USER_INTERRUPT for event in events):
             self._brain.interrupt(session.id)
         return [by_id[event.id] for event in events]
 
     async def _check_answer(self, session_id: str, event: NewEvent) -> None:
         """A tool result or confirmation must answer a call of this session that asked for one."""
-        if event.type == "user.custom_tool_result":
+        if event.type == EventType.USER_CUSTOM_TOOL_RESULT:
             call_id = event.body["custom_tool_use_id"]
             call = await self._store.find_event(session_id, call_id)
-            if call is None or call.type != "agent.custom_tool_use":
+            if call is None or call.type != EventType.AGENT_CUSTOM_TOOL_USE:
                 raise InvalidRequest(
                     f"custom_tool_use_id {call_id} is not an agent.custom_tool_use event of this session"
                 )
-        elif event.type == "user.tool_confirmation":
+        elif event.type == EventType.USER_TOOL_CONFIRMATION:
             call_id = event.body["tool_use_id"]
             call = await self._store.find_event(session_id, call_id)
-            if call is None or call.type not in ("agent.tool_use", "agent.mcp_tool_use"):
+            if call is None or call.type not in (EventType.AGENT_TOOL_USE, EventType.AGENT_MCP_TOOL_USE):
                 raise InvalidRequest(f"tool_use_id {call_id} is not a tool use event of this session")
             if call.body.get("evaluated_permission") != "ask":
                 raise InvalidRequest(f"tool use {call_id} did not ask for confirmation; there is nothing to confirm")

@@ -18,6 +18,7 @@ from corral.hands.base import HandsProvider
 from corral.ids import new_id
 from corral.observability import metrics
 from corral.pricing import ModelPrice, price_for
+from corral.protocol.events import EventType, session_deleted_frame, session_updated
 from corral.services.agents import (
     Agents,
     AgentVersion,
@@ -35,7 +36,7 @@ from corral.services.schemas import Metadata, MetadataPatch, Strict, patch_metad
 from corral.services.vaults import Vaults
 from corral.session.budget import budget_cents, list_cost
 from corral.session.fanout import EventBus
-from corral.session.log import SessionLog, new_event
+from corral.session.log import SessionLog
 from corral.session.records import Json, Page, SessionRecord, TimeBounds
 from corral.session.state import empty_usage
 from corral.session.store import Store
@@ -242,7 +243,7 @@ class Sessions:
             created_at=timestamp,
             updated_at=timestamp,
         )
-        await self.ensure_capacity(session, any(event.type == "user.message" for event in initial))
+        await self.ensure_capacity(session, any(event.type == EventType.USER_MESSAGE for event in initial))
         await self._store.insert_session(session)
         if initial:
             await self._log.enqueue(session.id, initial)
@@ -285,7 +286,7 @@ class Sessions:
                 body["agent"] = changed["agent"] = agent
         if changed:
             # One transaction: no reader sees the new body before its `session.updated`, or the event without it.
-            await self._log.append(session.id, new_event("session.updated", **changed), session_body=body)
+            await self._log.append(session.id, session_updated(changed), session_body=body)
             if "budget" in changed:
                 self._brain.wake(session.id)  # a raised or removed budget resumes a session paused at it
         return await self.get(workspace_id, session.id)
@@ -332,9 +333,7 @@ class Sessions:
         await self._brain.stop(session.id)
         await self._store.delete_session(session.id)
         await self._hands.destroy(session.id)
-        self._bus.publish_transient(
-            session.id, {"type": "session.deleted", "id": new_id("sevt"), "processed_at": now_rfc3339()}
-        )
+        self._bus.publish_transient(session.id, session_deleted_frame(now_rfc3339()))
         self._bus.end_session(session.id)
         return session
 

@@ -9,18 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from corral.ids import new_id
 from corral.observability import metrics
+from corral.protocol.events import new_event as new_event  # where the tests and benches name it
 from corral.session.fanout import CATCH_UP, END, EventBus, Frame, Subscription
 from corral.session.records import EventRecord, Json, NewEvent
 from corral.session.store import Store
 
 CATCH_UP_BATCH = 1000
-
-
-def new_event(event_type: str, **body: object) -> NewEvent:
-    """A processed-on-append event with a fresh `sevt_` id."""
-    return NewEvent(id=new_id("sevt"), type=event_type, body=dict(body))
 
 
 class SessionLog:

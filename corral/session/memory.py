@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from corral.clock import now_rfc3339
+from corral.protocol.events import EventType
 from corral.session.memory_resources import MemoryResources
 from corral.session.memory_tables import (
     EventRow,
@@ -102,7 +103,7 @@ class MemoryStore(MemoryResources, MemoryVaults):
         for session_id, stored in self.db.sessions.items():
             if stored.record.status == "idle" and stored.last_position:
                 last = self._event_at(session_id, stored.last_position)
-                if last is not None and last.type == "user.message":
+                if last is not None and last.type == EventType.USER_MESSAGE:
                     work.add(session_id)
         now = self.db.clock()
         return [

@@ -40,6 +40,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from corral.clock import now_rfc3339
+from corral.protocol.events import EventType
 from corral.session import rows
 from corral.session.cluster import EVENTS_CHANNEL, WAKE_CHANNEL
 from corral.session.database_url import POSTGRES_SCHEMES
@@ -415,7 +416,7 @@ class PostgresStore(SqlStore):
                         [dumps(event.body) for event in events],
                     ),
                 )
-                interrupt = any(event.type == "user.interrupt" for event in events)
+                interrupt = any(event.type == EventType.USER_INTERRUPT for event in events)
                 notices.append((WAKE_CHANNEL, f"{session_id}:interrupt" if interrupt else session_id))
 
         # One statement, atomic on its own.

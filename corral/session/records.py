@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+# Event records are the protocol's; they stay importable from here, where the storage interface names them.
+from corral.protocol.events import EventRecord as EventRecord
+from corral.protocol.events import NewEvent as NewEvent
 
 Json = dict[str, Any]
 
@@ -101,21 +105,6 @@ class CredentialRecord:
 
 
 @dataclass(frozen=True)
-class EventRecord:
-    """A persisted event. `position` is its place in the session's processed order (None while queued)."""
-
-    id: str
-    session_id: str
-    type: str
-    body: Json
-    position: int | None
-    processed_at: str | None
-
-    def to_wire(self) -> Json:
-        return {"type": self.type, "id": self.id, **self.body, "processed_at": self.processed_at}
-
-
-@dataclass(frozen=True)
 class Page:
     """One page of a keyset-paginated listing; cursors are keyset positions (encoded by the API), None at the ends."""
 
@@ -135,12 +124,3 @@ class TimeBounds:
 
     def is_empty(self) -> bool:
         return not (self.gt or self.gte or self.lt or self.lte)
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event to append: its id is allocated by the caller so previews can name it before it exists."""
-
-    id: str
-    type: str
-    body: Json = field(default_factory=dict)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from corral.clock import parse_rfc3339
+from corral.protocol.events import EventType
 
 USAGE_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens")
 
@@ -33,16 +34,16 @@ class SessionState:
     running_since: str | None = None
 
 
-_STATUS_BY_EVENT = {
-    "session.status_running": "running",
-    "session.status_idle": "idle",
-    "session.status_rescheduled": "rescheduling",
-    "session.status_terminated": "terminated",
+_STATUS_BY_EVENT: dict[str, str] = {
+    EventType.SESSION_STATUS_RUNNING: "running",
+    EventType.SESSION_STATUS_IDLE: "idle",
+    EventType.SESSION_STATUS_RESCHEDULED: "rescheduling",
+    EventType.SESSION_STATUS_TERMINATED: "terminated",
 }
 
 
 # The only event types `reduce` looks at: any other event leaves the state as it was, whatever it was.
-STATE_EVENT_TYPES = frozenset({*_STATUS_BY_EVENT, "span.model_request_end"})
+STATE_EVENT_TYPES = frozenset({*_STATUS_BY_EVENT, EventType.SPAN_MODEL_REQUEST_END})
 
 
 def _seconds_between(start: str, end: str) -> float:
@@ -59,7 +60,7 @@ def reduce(state: SessionState, event_type: str, body: dict[str, Any], processed
         if state.running_since is not None:
             active += _seconds_between(state.running_since, processed_at)
         return replace(state, status=status, active_seconds=active, running_since=None)
-    if event_type == "span.model_request_end":
+    if event_type == EventType.SPAN_MODEL_REQUEST_END:
         model_usage = body.get("model_usage") or {}
         usage = {**state.usage, "cache_creation": dict(state.usage["cache_creation"])}
         for name in USAGE_TOKEN_FIELDS:

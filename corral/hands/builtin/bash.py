@@ -5,46 +5,35 @@ process group, then each command is sent as
 
     eval '<cmd>' </dev/null 2>&1; builtin printf '\\n<token>:%d\\n' $?
 
-and we read until the sentinel line. `</dev/null` keeps a command from eating the next request, and the
-random token means the command's own output cannot fake the end of the command.
+and we read until the sentinel line (`shell_output.py`). `</dev/null` keeps a command from eating the next
+request, and the random token means the command's own output cannot fake the end of the command.
 
 Where the shell process runs is not decided here: a sandbox backend's `ShellLauncher`
 (`corral.hands.sandbox`) says how to start it, so the tools do not notice which backend runs them.
-Killing what a command left behind is done here, by walking /proc from the shell and the output pipe.
+The spawned process and the pipes to it, and killing what a command left behind, are in `shell_process.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import shlex
 import signal
 import socket
-import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corral.hands.base import ToolResult
 from corral.hands.builtin.file_channel import BOOTSTRAP, FileHelper, HelperGone
-from corral.hands.builtin.processes import (
-    child_pids,
-    descendant_pids,
-    find_shell,
-    kill_processes,
-    pidfd_below,
-    sigkill,
-    wait_gone,
-)
-from corral.hands.sandbox.launcher import LaunchSpec, SandboxHandle, SandboxUnavailable, ShellLauncher
+from corral.hands.builtin.processes import descendant_pids, find_shell, kill_processes, pidfd_below, wait_gone
+from corral.hands.builtin.shell_output import OutputCapture, sentinel
+from corral.hands.builtin.shell_process import ShellChild, ShellProcess, kill_command, remove_sandbox
+from corral.hands.sandbox.launcher import LaunchSpec, SandboxUnavailable, ShellLauncher
 from corral.hands.sandbox.none import LocalShellLauncher
 from corral.observability import metrics
-
-log = logging.getLogger(__name__)
 
 OUTPUT_LIMIT = 100 * 1024
 DEFAULT_TIMEOUT_S = 120.0
@@ -54,83 +43,6 @@ MAX_TIMEOUT_S = 600.0
 _KILL_GRACE_S = 2.0
 _STARTUP_TIMEOUT_S = 10.0
 _READ_CHUNK = 64 * 1024
-
-
-class _Capture:
-    """Accumulates one command's output up to a cap while watching for the sentinel line."""
-
-    def __init__(self, token: str, limit: int) -> None:
-        self._marker = f"\n{token}:".encode()
-        self._limit = limit
-        self._head = bytearray()
-        self._window = bytearray()
-        self.total = 0
-        self.exit_code: int | None = None
-        self.leftover = b""
-
-    def feed(self, chunk: bytes) -> bool:
-        """Take more output; True once the sentinel line has been seen completely."""
-        self._window += chunk
-        idx = self._window.find(self._marker)
-        if idx >= 0:
-            start = idx + len(self._marker)
-            nl = self._window.find(b"\n", start)
-            if nl < 0:
-                return False
-            self._keep(self._window[:idx])
-            self.exit_code = int(self._window[start:nl])
-            self.leftover = bytes(self._window[nl + 1 :])
-            self._window.clear()
-            return True
-        # Hold back a possible partial marker at the end; everything before it is plain output.
-        safe = len(self._window) - (len(self._marker) - 1)
-        if safe > 0:
-            self._keep(self._window[:safe])
-            del self._window[:safe]
-        return False
-
-    def flush(self) -> None:
-        """No sentinel is coming (EOF or timeout): everything held back is output."""
-        self._keep(self._window)
-        self._window.clear()
-
-    def _keep(self, data: bytes | bytearray) -> None:
-        self.total += len(data)
-        room = self._limit - len(self._head)
-        if room > 0:
-            self._head += data[:room]
-
-    def output(self) -> bytes:
-        """The captured output as it came (up to the cap)."""
-        return bytes(self._head)
-
-    def text(self) -> str:
-        """The captured output, with a note when it was cut."""
-        out = self._head.decode("utf-8", errors="replace")
-        if self.total > self._limit:
-            out += f"\n[output truncated: showing the first {self._limit // 1024} KiB of {self.total} bytes]"
-        return out
-
-
-def _kill_command(proc: _Proc) -> list[int]:
-    """After a timeout: kill the command's processes but not the shell (blocking); returns the shell's
-    children as they were (see `kill_processes`).
-
-    In a sandbox with a cgroup that is every process of the sandbox but those in `proc.keep`, frozen first
-    so that a fork bomb cannot outrun the kill (the signals land at the thaw). It also catches what left
-    both the process tree and the output pipe.
-    """
-    sandbox = proc.sandbox
-    inner = proc.inner_pid()
-    if sandbox is None:
-        return kill_processes(inner, proc.pipe_link, keep=proc.keep)
-    children = child_pids(inner) if inner is not None else []
-    sandbox.freeze()
-    try:
-        sigkill(sandbox.pids() - proc.keep, groups=False, spare=set(proc.keep))
-    finally:
-        sandbox.thaw()
-    return children
 
 
 def _describe_exit(code: int | None) -> str:
@@ -148,94 +60,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return "unknown signal"
-
-
-class _Child:
-    """The spawned process: started by `subprocess.Popen` (vfork + exec), its exit watched through a pidfd.
-
-    Not `asyncio.create_subprocess_exec`: under uvloop, which the server runs on, that forks the whole
-    server process and costs ~6 ms per sandbox start instead of ~2 ms (measured by bench/bench_sandbox.py).
-    """
-
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        self._popen = popen
-        self._loop = loop
-        self.pid = popen.pid
-        self.exited: asyncio.Future[int] = loop.create_future()
-        try:
-            # We are the parent and nothing else reaps it, so the PID cannot be reused before this.
-            self._pidfd: int | None = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):  # no pidfd (Linux < 5.3): a thread waits instead
-            self._pidfd = None
-            loop.run_in_executor(None, popen.wait).add_done_callback(lambda _: self._reap())
-        else:
-            loop.add_reader(self._pidfd, self._reap)
-
-    @classmethod
-    def spawn(cls, spec: LaunchSpec, *, stdin: int, output: int, pass_fds: tuple[int, ...] = ()) -> _Child:
-        popen = subprocess.Popen(
-            spec.argv,
-            stdin=stdin,
-            stdout=output,
-            stderr=output,
-            env=spec.env,
-            cwd=spec.cwd,
-            pass_fds=(*spec.pass_fds, *pass_fds),
-            # Its own session and process group: killing groups can never hit the server's.
-            start_new_session=True,
-        )
-        return cls(popen, asyncio.get_running_loop())
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status once reaped (negative: killed by that signal), else None."""
-        return self._popen.returncode
-
-    def _reap(self) -> None:
-        if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-        code = self._popen.wait()
-        if not self.exited.done():
-            self.exited.set_result(code)
-
-
-@dataclass
-class _Proc:
-    """One running shell and the pipe ends we own."""
-
-    process: _Child
-    exited: asyncio.Future[int]
-    reader: asyncio.StreamReader
-    read_transport: asyncio.ReadTransport
-    write_transport: asyncio.WriteTransport
-    token: str
-    pipe_link: str
-    # The server's end of the file helper's socket, and the descriptor number of the shell's end (which commands
-    # run by the shell never inherit).
-    files: FileHelper
-    files_fd: int
-    root: str
-    sandbox: SandboxHandle | None = None
-    # The shell's own host PID (inside any sandbox), and every process there was when it became ready:
-    # the launch chain (bwrap, its PID-namespace init, bash) and helpers the sandbox's setup started (the
-    # egress bridge). Those survive a command's timeout; everything else goes.
-    shell: int | None = None
-    keep: frozenset[int] = frozenset()
-    oom_seen: int = 0
-    pending: bytes = b""
-    closed: bool = False
-
-    def shell_pid(self) -> int | None:
-        """The spawned process's PID (the shell, or the sandbox around it) while it is safe to signal."""
-        return self.process.pid if self.process.returncode is None else None
-
-    def inner_pid(self) -> int | None:
-        """The shell's own PID (inside any sandbox) while the spawned process has not been reaped."""
-        if self.process.returncode is not None:
-            return None
-        return self.shell if self.shell is not None else self.process.pid
 
 
 class BashSession:
@@ -256,7 +80,7 @@ class BashSession:
         self._launcher: ShellLauncher = launcher or LocalShellLauncher()
         self._output_limit = output_limit
         self._lock = asyncio.Lock()
-        self._proc: _Proc | None = None
+        self._proc: ShellProcess | None = None
         # Why the last shell went away without a command being told (e.g. stopped while idle); the next
         # command's result says that its shell is a fresh one.
         self._gone_reason: str | None = None
@@ -283,7 +107,7 @@ class BashSession:
                 if not self._send(proc, command):
                     await self._stop(proc)
                     return ToolResult.error("bash: could not send the command to the shell")
-            capture = _Capture(proc.token, self._output_limit)
+            capture = OutputCapture(proc.token, self._output_limit)
             # Output that background jobs wrote after the previous sentinel belongs to this call.
             capture.feed(proc.pending)
             proc.pending = b""
@@ -340,7 +164,7 @@ class BashSession:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _ensure_started(self) -> _Proc:
+    async def _ensure_started(self) -> ShellProcess:
         proc = self._proc
         if proc is not None and not proc.closed and proc.process.returncode is None:
             return proc
@@ -351,7 +175,7 @@ class BashSession:
         self._proc = await self._spawn()
         return self._proc
 
-    async def _start_file_helper(self, proc: _Proc) -> None:
+    async def _start_file_helper(self, proc: ShellProcess) -> None:
         """Have the idle shell start the helper in the background, holding the socket as stdin and stdout, then
         hand it to `proc.files`. It is added to the processes that survive a command's timeout."""
         nonce = secrets.token_hex(16)
@@ -360,9 +184,9 @@ class BashSession:
         # no job notice in the model's next command output.
         line = (
             f"exec -a corral-files python3 -I -S -c {shlex.quote(BOOTSTRAP)} {nonce} {shlex.quote(proc.root)}"
-            f" <&{fd} >&{fd} {fd}>&- 2>/dev/null & builtin disown $!; builtin printf '\\n{proc.token}:%d\\n' $!\n"
+            f" <&{fd} >&{fd} {fd}>&- 2>/dev/null & builtin disown $!; {sentinel(proc.token, '$!')}\n"
         )
-        capture = _Capture(proc.token, self._output_limit)
+        capture = OutputCapture(proc.token, self._output_limit)
         if not self._write(proc, line):
             raise HelperGone("the sandbox's shell is gone; try again")
         if await self._read(proc, capture, time.monotonic() + _STARTUP_TIMEOUT_S) != "done":
@@ -390,7 +214,7 @@ class BashSession:
         return ToolResult.text(_join(text, note), is_error=result.is_error)
 
     @staticmethod
-    def _exit_of(proc: _Proc) -> str:
+    def _exit_of(proc: ShellProcess) -> str:
         return _describe_exit(proc.process.returncode)
 
     async def _finish_teardown(self) -> None:
@@ -399,7 +223,7 @@ class BashSession:
             with contextlib.suppress(Exception):
                 await teardown
 
-    async def _spawn(self) -> _Proc:
+    async def _spawn(self) -> ShellProcess:
         await self._finish_teardown()
         # In a thread: a sandbox's launch spec may make its cgroup (a few file system calls).
         spec = await asyncio.to_thread(self._launcher.launch_spec, self._workspace)
@@ -414,7 +238,7 @@ class BashSession:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    async def _start(self, spec: LaunchSpec) -> _Proc:
+    async def _start(self, spec: LaunchSpec) -> ShellProcess:
         loop = asyncio.get_running_loop()
         # We own both pipes instead of using asyncio's PIPE: a killed command's escaped grandchild can
         # keep the output pipe open indefinitely, and asyncio would then never close its transport.
@@ -423,7 +247,7 @@ class BashSession:
         files_ours, files_theirs = socket.socketpair()
         files_fd = files_theirs.fileno()
         try:
-            process = _Child.spawn(spec, stdin=in_r, output=out_w, pass_fds=(files_fd,))
+            process = ShellChild.spawn(spec, stdin=in_r, output=out_w, pass_fds=(files_fd,))
         except BaseException:
             for fd in (in_r, in_w, out_r, out_w):
                 os.close(fd)
@@ -440,7 +264,7 @@ class BashSession:
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(out_r, "rb", buffering=0)
         )
         write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", buffering=0))
-        proc = _Proc(
+        proc = ShellProcess(
             process=process,
             exited=process.exited,
             reader=reader,
@@ -454,8 +278,8 @@ class BashSession:
         )
         # Job control gives each command its own process group; the handshake also swallows any
         # startup noise so that the first command's output is clean, and tells the shell's own PID.
-        capture = _Capture(proc.token, self._output_limit)
-        ok = self._write(proc, f"set -m 2>/dev/null; builtin printf '\\n{proc.token}:%d\\n' $$\n")
+        capture = OutputCapture(proc.token, self._output_limit)
+        ok = self._write(proc, f"set -m 2>/dev/null; {sentinel(proc.token, '$$')}\n")
         if not ok or await self._read(proc, capture, time.monotonic() + _STARTUP_TIMEOUT_S) != "done":
             capture.flush()
             # Without its sandbox: the caller removes that (the spec is its to clean up).
@@ -472,21 +296,18 @@ class BashSession:
         metrics.sandbox_started()  # observability: corral_sandbox_starts_total
         return proc
 
-    def _write(self, proc: _Proc, text: str) -> bool:
+    def _write(self, proc: ShellProcess, text: str) -> bool:
         if proc.closed or proc.write_transport.is_closing():
             return False
         proc.write_transport.write(text.encode())
         # A dead reader makes the write fail at once, which closes the transport.
         return not proc.write_transport.is_closing()
 
-    def _send(self, proc: _Proc, command: str) -> bool:
-        line = (
-            f"eval {shlex.quote(command)} </dev/null 2>&1 {proc.files_fd}>&-; "
-            f"builtin printf '\\n{proc.token}:%d\\n' $?\n"
-        )
+    def _send(self, proc: ShellProcess, command: str) -> bool:
+        line = f"eval {shlex.quote(command)} </dev/null 2>&1 {proc.files_fd}>&-; {sentinel(proc.token, '$?')}\n"
         return self._write(proc, line)
 
-    async def _read(self, proc: _Proc, capture: _Capture, deadline: float) -> str:
+    async def _read(self, proc: ShellProcess, capture: OutputCapture, deadline: float) -> str:
         """Read until the sentinel ("done"), the shell's end ("eof") or the deadline ("timeout")."""
         while True:
             remaining = deadline - time.monotonic()
@@ -514,7 +335,7 @@ class BashSession:
             if capture.feed(chunk):
                 return "done"
 
-    async def _drain(self, proc: _Proc, capture: _Capture) -> str:
+    async def _drain(self, proc: ShellProcess, capture: OutputCapture) -> str:
         """The shell has exited: collect what it wrote before, without waiting on stray pipe holders."""
         while True:
             try:
@@ -526,7 +347,7 @@ class BashSession:
             if capture.feed(chunk):
                 return "done"
 
-    def _finish(self, proc: _Proc, capture: _Capture) -> ToolResult:
+    def _finish(self, proc: ShellProcess, capture: OutputCapture) -> ToolResult:
         proc.pending = capture.leftover
         out = capture.text()
         code = capture.exit_code or 0
@@ -543,14 +364,14 @@ class BashSession:
         return ToolResult.text(out if out else "(no output)")
 
     @staticmethod
-    def _ran_out_of_memory(proc: _Proc) -> bool:
+    def _ran_out_of_memory(proc: ShellProcess) -> bool:
         """Whether the kernel killed a process for the memory limit since we last looked."""
         if proc.sandbox is None:
             return False
         seen, proc.oom_seen = proc.oom_seen, proc.sandbox.oom_kills()
         return proc.oom_seen > seen
 
-    async def _on_exit(self, proc: _Proc, capture: _Capture) -> ToolResult:
+    async def _on_exit(self, proc: ShellProcess, capture: OutputCapture) -> ToolResult:
         capture.flush()
         sandbox = proc.sandbox
         out_of_memory = self._ran_out_of_memory(proc)
@@ -566,8 +387,8 @@ class BashSession:
             note = f"shell exited with {_describe_exit(code)}; {fresh}"
         return ToolResult.text(_join(capture.text(), note), is_error=code != 0)
 
-    async def _on_timeout(self, proc: _Proc, capture: _Capture, timeout_s: float) -> ToolResult:
-        children = await asyncio.to_thread(_kill_command, proc)
+    async def _on_timeout(self, proc: ShellProcess, capture: OutputCapture, timeout_s: float) -> ToolResult:
+        children = await asyncio.to_thread(kill_command, proc)
         # With its foreground job gone the shell normally prints the sentinel and lives on, keeping
         # its cwd and environment.
         deadline = time.monotonic() + _KILL_GRACE_S
@@ -576,13 +397,13 @@ class BashSession:
         if survived and proc.sandbox is not None:
             # The shell is idle now, so anything else still running is the command's: a shell that was
             # retrying a fork for a fork bomb when the kill came has started it again by now.
-            await asyncio.to_thread(_kill_command, proc)
+            await asyncio.to_thread(kill_command, proc)
         if survived:
             # Bash reports killed background jobs ("... Killed  sleep 100") only once it has reaped
             # them, at the start of the next command. Wait for the reaping, then run a no-op so those
             # notices land in this result instead of the model's next command.
             await asyncio.to_thread(wait_gone, children, deadline - time.monotonic())
-            flush = _Capture(proc.token, self._output_limit)
+            flush = OutputCapture(proc.token, self._output_limit)
             survived = self._send(proc, "builtin :") and await self._read(proc, flush, deadline) == "done"
             notices = flush.text()
             proc.pending = flush.leftover
@@ -595,7 +416,7 @@ class BashSession:
         output = capture.text() + notices
         return ToolResult.error(_join(output, f"command timed out after {timeout_s:g} s; {what}"))
 
-    def _kill_now(self, proc: _Proc) -> None:
+    def _kill_now(self, proc: ShellProcess) -> None:
         """Synchronous stop for paths that cannot await (cancellation) or must not wait (close)."""
         if not proc.closed:
             proc.closed = True
@@ -611,20 +432,20 @@ class BashSession:
                 async def teardown() -> None:
                     if previous is not None:
                         await previous
-                    await asyncio.to_thread(_remove_sandbox, sandbox)
+                    await asyncio.to_thread(remove_sandbox, sandbox)
 
                 self._teardown = asyncio.ensure_future(teardown())
         if self._proc is proc:
             self._proc = None
 
-    async def _stop(self, proc: _Proc) -> None:
+    async def _stop(self, proc: ShellProcess) -> None:
         if not proc.closed:
             proc.closed = True
             proc.files.close()
             if proc.sandbox is not None:
                 # Every process of the sandbox is in its cgroup, even one that left the process tree and
                 # the output pipe: one sweep kills them all.
-                await asyncio.to_thread(_remove_sandbox, proc.sandbox)
+                await asyncio.to_thread(remove_sandbox, proc.sandbox)
             else:
                 await asyncio.to_thread(kill_processes, proc.shell_pid(), proc.pipe_link)
             proc.read_transport.close()
@@ -633,13 +454,6 @@ class BashSession:
             await asyncio.wait_for(asyncio.shield(proc.exited), 5)
         if self._proc is proc:
             self._proc = None
-
-
-def _remove_sandbox(sandbox: SandboxHandle) -> None:
-    try:
-        sandbox.remove()
-    except OSError:
-        log.warning("could not remove a stopped sandbox", exc_info=True)
 
 
 def _join(output: str, note: str) -> str:
