@@ -9,11 +9,18 @@ would). Each request opens a new TCP connection (as most CLI tools do). Measured
   a CONNECT tunnel (what HTTPS clients do);
 - `start`: a new session's first `true`, without egress and with it (socat bridge up, proxy socket open).
 
+`--tls`: what intercepting HTTPS for a vault credential adds (no sandbox needed): the host's python through the
+proxy's unix socket to a local HTTPS server (a certificate from a test CA the proxy trusts upstream), a new
+connection per request, `CONNECT` then TLS then one GET; `tunnel` to a host no credential names (one TLS
+handshake, end to end), `intercepted` to a host one names (the proxy's handshake with the client, its own
+verified one upstream, the header substituted).
+
 Run from the repository root (needs bubblewrap; root runs sandboxes as the sandbox user):
 
     . .venv/bin/activate
     python -m bench.bench_egress            # prints Markdown tables (latency, then the flood)
     python -m bench.bench_egress --flood    # the flood only (no sandbox needed)
+    python -m bench.bench_egress --tls      # intercepted HTTPS vs a plain tunnel only (no sandbox needed)
 
 The flood (`--flood`): the proxy runs alone in a child process, as in the server, for one session whose vault
 holds a body-substituted credential for the target host; `--connections` clients (250) each open a connection
@@ -30,7 +37,9 @@ import asyncio
 import contextlib
 import http.client
 import json
+import os
 import socket
+import ssl
 import statistics
 import sys
 import tempfile
@@ -39,11 +48,13 @@ from collections import Counter
 from pathlib import Path
 
 from corral.hands.local import LocalHandsProvider
+from corral.hands.net.ca import EgressCA, server_context
 from corral.hands.net.egress import EgressProxy
 from corral.hands.net.policy import AddressPolicy, HostRules, parse_allow_addresses
 from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
 from corral.hands.sandbox.provision import Provisioner
 from corral.vault.credentials import EnvironmentSecret, placeholder_for
+from corral.vault.crypto import SecretBox
 from tests.support.local_web import LocalWeb, Response, static_resolver
 
 _IN_SANDBOX = """
@@ -138,6 +149,90 @@ async def main(n: int, starts: int) -> None:
     for label, samples in rows:
         p50, p95, mean = _percentiles(samples)
         print(f"| {label} | {len(samples)} | {p50:.2f} | {p95:.2f} | {mean:.2f} |")
+
+
+# -- intercepted HTTPS vs a plain tunnel -------------------------------------------------------
+
+_TLS_SESSION = "sesn_tls_bench"
+_TLS_CREDENTIAL = "vcrd_011CBenchTlsCredential000"
+
+
+def _https_gets(socket_path: Path, host: str, port: int, trusted: ssl.SSLContext, n: int) -> list[float]:
+    """n GETs through the proxy's socket, each on a new connection: CONNECT, TLS, one request, read to the end."""
+    placeholder = placeholder_for(_TLS_CREDENTIAL)
+    request = (
+        f"GET /hello HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {placeholder}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(socket_path))
+            raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n"):
+                answer += raw.recv(1)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            with trusted.wrap_socket(raw, server_hostname=host) as secure:
+                secure.sendall(request)
+                while secure.recv(65536):
+                    pass
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def tls(n: int) -> None:
+    upstream_ca, proxy_box = EgressCA.generate("bench upstream CA"), SecretBox(os.urandom(32))
+    with tempfile.TemporaryDirectory() as name:
+        data = Path(name)
+        (data / "upstream-ca.pem").write_bytes(upstream_ca.cert_pem)
+        proxy_ca = EgressCA.load_or_create(data, proxy_box)
+        trusted = ssl.create_default_context(cadata=(upstream_ca.cert_pem + proxy_ca.cert_pem).decode())
+        issued = upstream_ca.issue("api.test", "plain.test")
+        with LocalWeb({"/hello": Response(b"x" * 512)}).running() as web:
+            web._server.socket = server_context(issued).wrap_socket(
+                web._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            secret = EnvironmentSecret(
+                credential_id=_TLS_CREDENTIAL,
+                vault_id="vlt_011CBenchVault0000000000",
+                secret_name="API_KEY",
+                placeholder=placeholder_for(_TLS_CREDENTIAL),
+                value="bench-secret-value",
+                allowed_hosts=("api.test",),
+                header=True,
+                body=False,
+            )
+
+            async def credentials(session_id: str) -> list[EnvironmentSecret]:
+                return [secret]
+
+            policy = AddressPolicy(
+                allow_addresses=parse_allow_addresses(web.address),
+                resolver=static_resolver({"api.test": "127.0.0.1", "plain.test": "127.0.0.1"}),
+            )
+            egress = EgressProxy(
+                data / "egress", policy, credentials=credentials, ca=proxy_ca, upstream_ca=data / "upstream-ca.pem"
+            )
+            try:
+                path = await egress.open(_TLS_SESSION, HostRules.from_networking({"type": "unrestricted"}, ()))
+                rows = []
+                for label, host in (
+                    ("tunnel (no credential names the host)", "plain.test"),
+                    ("intercepted", "api.test"),
+                ):
+                    await asyncio.to_thread(_https_gets, path, host, web.port, trusted, 5)  # warm-up (leaf minted)
+                    rows.append((label, await asyncio.to_thread(_https_gets, path, host, web.port, trusted, n)))
+                assert web.requests[-1].headers["authorization"] == "Bearer bench-secret-value"
+            finally:
+                await egress.close()
+    print("| HTTPS GET through the proxy (new connection each) | n | p50 ms | p95 ms | mean ms |")
+    print("|---|---:|---:|---:|---:|")
+    for label, samples in rows:
+        p50, p95, mean = _percentiles(samples)
+        print(f"| {label} | {len(samples)} | {p50:.2f} | {p95:.2f} | {mean:.2f} |")
+    added = _percentiles(rows[1][1])[0] - _percentiles(rows[0][1])[0]
+    print(f"\nadded by interception (p50): {added:.2f} ms")
 
 
 # -- the flood ---------------------------------------------------------------------------------
@@ -311,11 +406,14 @@ if __name__ == "__main__":
     parser.add_argument("--flood", action="store_true", help="run only the flood (no sandbox needed)")
     parser.add_argument("--connections", type=int, default=250, help="flood: connections at once")
     parser.add_argument("--body-mib", type=int, default=8, help="flood: MiB per request body")
+    parser.add_argument("--tls", action="store_true", help="run only intercepted HTTPS vs a tunnel")
     parser.add_argument("--proxy-child", nargs=2, metavar=("DIR", "SINK_PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--with-credential", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.proxy_child:
         asyncio.run(_run_proxy_child(Path(args.proxy_child[0]), int(args.proxy_child[1]), args.with_credential))
+    elif args.tls:
+        asyncio.run(tls(args.n))
     else:
         if not args.flood:
             asyncio.run(main(args.n, args.starts))

@@ -16,6 +16,7 @@ Run from the repository root: ``python -m bench.bench_turns [--quick] [--write]`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -36,6 +37,7 @@ from typing import Any
 import httpx
 
 from tests.support.fake_model import FakeModel
+from tests.support.postgres import PostgresServer
 from tests.support.server import CorralServer, free_port
 
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
@@ -45,7 +47,8 @@ TOOL_RESULT = "agent.tool_result"
 MODEL = "claude-sonnet-4-6"
 TURN_TIMEOUT_S = 30.0  # a turn that has not gone idle by then is reported as a failure
 READ_TIMEOUT_S = 5.0  # the server pings every second (CorralServer sets CORRAL_SSE_PING_SECONDS=1)
-SERVER_ENV = {"CORRAL_LOG_LEVEL": "warning"}
+# The running-sessions cap at the server's default (the test servers turn it off): it is checked on every message.
+SERVER_ENV = {"CORRAL_LOG_LEVEL": "warning", "CORRAL_MAX_RUNNING_SESSIONS": "100"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 JSONDict = dict[str, Any]
@@ -470,6 +473,20 @@ def measure_memory(model_url: str, server_args: list[str], counts: Counts) -> JS
     return {"sessions": counts.memory_sessions, "before_kib": before, "after_kib": after}
 
 
+@contextlib.contextmanager
+def database_args(store: str) -> Iterator[list[str]]:
+    """The server's arguments for `store`: none for SQLite (its default), else a new PostgreSQL database's URL
+    (on the server the tests use, see tests/support/postgres.py), dropped afterwards."""
+    if store == "sqlite":
+        yield []
+        return
+    server = PostgresServer.find_or_start(private=False)
+    try:
+        yield ["--database-url", server.create_database()]
+    finally:
+        server.close()
+
+
 def run(counts: Counts, server_args: list[str], model_in_process: bool) -> Results:
     errors: list[str] = []
     memory: JSONDict = {}
@@ -641,6 +658,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 iterations of everything")
     parser.add_argument("--sandbox", choices=["bubblewrap", "none"], default="bubblewrap")
     parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the server's database: SQLite in its data dir, or a new database on the tests' PostgreSQL server",
+    )
+    parser.add_argument(
         "--model-in-process",
         action="store_true",
         help="run the fake model in a thread of this process (default: its own process)",
@@ -655,8 +678,9 @@ def main(argv: list[str] | None = None) -> int:
             args.warm, args.fresh, args.new_tool, args.warm_tool, args.create, args.memory_sessions, args.warmup
         )
     load = load_average()
-    results = run(counts, ["--sandbox", args.sandbox], args.model_in_process)
-    body = report(results, counts, args.sandbox, args.model_in_process, load)
+    with database_args(args.store) as store_args:
+        results = run(counts, ["--sandbox", args.sandbox, *store_args], args.model_in_process)
+    body = report(results, counts, f"{args.sandbox}`; store `{args.store}", args.model_in_process, load)
     print(body)
     if args.write:
         title = f"{dt.date.today().isoformat()} — sandbox {args.sandbox}" + (" (quick)" if args.quick else "")

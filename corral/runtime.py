@@ -47,7 +47,7 @@ class Runtime:
         """The API's operations over these parts (built on first use: the brain is set by then)."""
         agents = Agents(self.store)
         environments = Environments(self.store)
-        vaults = Vaults(self.store, self.vault.box)
+        vaults = Vaults(self.store, self.vault, self.settings.mcp)
         sessions = Sessions(
             self.store,
             self.log,

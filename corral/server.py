@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from corral.brain.scheduler import Brain
 from corral.config import Settings
 from corral.hands.builtin.web import BRAVE_API_KEY_ENV, BraveBackend, SearchBackend, SearxngBackend, WebTools
 from corral.hands.local import LocalHandsProvider
+from corral.hands.net.ca import UPSTREAM_CA_ENV, EgressCA
 from corral.hands.net.egress import CredentialSource, EgressProxy
 from corral.hands.net.policy import AddressPolicy, parse_allow_addresses
 from corral.hands.sandbox.packages import PackageCache
@@ -91,9 +93,26 @@ def build_provisioner(
     credentials: CredentialSource | None = None,
     report: ErrorReporter | None = None,
 ) -> Provisioner:
-    """Environments applied to sandboxes: the egress proxy's sockets and the package cache in the data dir."""
+    """Environments applied to sandboxes: the egress proxy's sockets and the package cache in the data dir.
+
+    With vault credentials, the egress proxy gets the data dir's CA (`corral.hands.net.ca`), to put them into
+    HTTPS requests to the hosts they name."""
+    ca = None
+    if credentials is not None:
+        ca = EgressCA.load_or_create(
+            settings.data_dir, SecretBox(load_or_create_key(settings.secret_key, settings.data_dir))
+        )
+    upstream_ca = os.environ.get(UPSTREAM_CA_ENV)
+    egress = EgressProxy(
+        settings.data_dir / "egress",
+        addresses,
+        owner=owner,
+        credentials=credentials,
+        ca=ca,
+        upstream_ca=Path(upstream_ca) if upstream_ca else None,
+    )
     return Provisioner(
-        egress=EgressProxy(settings.data_dir / "egress", addresses, owner=owner, credentials=credentials),
+        egress=egress,
         packages=PackageCache(settings.data_dir / "packages", run_as=owner),
         credentials=credentials,
         report=report,

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from corral.api.http import ApiRoute, Query, decode_cursor, ok, page_response, read_body, read_query
 from corral.runtime import runtime_of, workspace_of
 from corral.services.credentials import CredentialCreate, CredentialUpdate
-from corral.services.vaults import VaultCreate, Vaults, VaultUpdate
+from corral.services.vaults import CredentialValidation, VaultCreate, Vaults, VaultUpdate
 from corral.session.records import CredentialRecord, Json, VaultRecord
 
 
@@ -149,9 +149,25 @@ async def archive_credential(request: Request) -> JSONResponse:
     return ok(credential_wire(credential))
 
 
+def validation_wire(validation: CredentialValidation) -> Json:
+    return {
+        "type": "vault_credential_validation",
+        "credential_id": validation.credential_id,
+        "vault_id": validation.vault_id,
+        "status": validation.status,
+        "has_refresh_token": validation.has_refresh_token,
+        "validated_at": validation.validated_at,
+        "mcp_probe": validation.mcp_probe,
+        "refresh": validation.refresh,
+    }
+
+
 async def validate_credential(request: Request) -> JSONResponse:
     path = request.path_params
-    await _vaults(request).validate_credential(workspace_of(request), path["vault_id"], path["credential_id"])
+    validation = await _vaults(request).validate_credential(
+        workspace_of(request), path["vault_id"], path["credential_id"]
+    )
+    return ok(validation_wire(validation))
 
 
 CREDENTIAL = "/v1/vaults/{vault_id}/credentials/{credential_id}"

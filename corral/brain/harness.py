@@ -116,7 +116,7 @@ class SessionWorker:
         self.running = session.status in ("running", "rescheduling")
         self.needs_model = False
         self.stop_reason = {"type": "end_turn"}
-        await self._sync()
+        await self._sync(always=True)
         self.awaiting = set(self.view.waited_for())
         if self.running:
             # The previous brain died mid-turn: say so, answer what it left hanging, and finish the turn.
@@ -144,8 +144,17 @@ class SessionWorker:
     def conversation(self) -> ConversationBuilder:
         return self.view.conversation
 
-    async def _sync(self) -> None:
-        await self.view.sync(self.store, self.session_id)
+    async def _sync(self, *, always: bool = False) -> None:
+        """Take into the view what others appended (custom tool results, confirmations and interrupts the client
+        sent, possibly through another node). The view takes the brain's own appends as it makes them, so the log
+        is read only when it is known to reach past the view: every append of this process, and (on PostgreSQL)
+        every other node's notice, tells the log's bus how far it reaches. A notice can lag; an answer it announces
+        late is the same as one that came just after the read, which the wake that follows it comes back for.
+        `always` reads regardless, where the view may be stale for reasons no notice tells: each wake begins
+        with one such read (another node may have worked on the session, a notice may have been lost)."""
+        known = self.log.known_position(self.session_id)
+        if always or self.view.behind(known):
+            await self.view.sync(self.store, self.session_id, committed_through=known)
 
     # --- the main loop ---------------------------------------------------------------------------
 
@@ -174,7 +183,9 @@ class SessionWorker:
     async def _settle(self) -> bool:
         """Idle with what is left to do; False (no idle) when the calls the model waited on were all answered
         since the last look (a client may answer the moment it sees a call): the loop then goes on."""
-        await self._sync()
+        # Idling to wait for the client hangs on answers only the client sends, perhaps through another node whose
+        # notice may not have come yet: read them rather than trust the notices.
+        await self._sync(always=bool(self.view.pending))
         pending = list(self.view.pending)
         if pending:
             # Re-idle when the set changed (some calls answered) so the client sees what is still wanted.

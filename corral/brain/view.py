@@ -77,9 +77,19 @@ class SessionView:
                 return  # someone else appended too: the next sync reads everything in order
             self.apply(record)
 
-    async def sync(self, store: Store, session_id: str) -> None:
+    async def sync(self, store: Store, session_id: str, committed_through: int | None = None) -> None:
+        """Read the events appended since the view's position. `committed_through`, a position known to be
+        committed before this read began, lets the view pass the events of other types up to it, which this read
+        skips: without it the view would stay behind them, and `apply_own` would take none of the brain's appends."""
         for event in await store.conversation_events(session_id, VIEW_TYPES, after_position=self.position):
             self.apply(event)
+        if committed_through is not None:
+            self.position = max(self.position, committed_through)
+
+    def behind(self, known_position: int | None) -> bool:
+        """Whether the log may hold events this view has not taken: it is known to reach past the view, or
+        nothing is known about it."""
+        return known_position is None or known_position > self.position
 
     def unanswered_message(self) -> bool:
         """A message was processed after the last idle, yet no turn is running on it (its brain died)."""

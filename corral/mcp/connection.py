@@ -19,6 +19,7 @@ import httpx2
 
 from corral.config import McpSettings
 from corral.session.records import Json
+from corral.vault.credentials import HttpReply
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -91,11 +92,23 @@ def describe_failure(exc: BaseException, statuses: list[int]) -> McpFailure:
 class Connection:
     """One MCP session, held open by a task of its own until closed or idle for IDLE_CLOSE_SECONDS."""
 
-    def __init__(self, server: str, url: str, headers: dict[str, str], settings: McpSettings, key: str) -> None:
+    def __init__(
+        self,
+        server: str,
+        url: str,
+        headers: dict[str, str],
+        settings: McpSettings,
+        key: str,
+        *,
+        keep_error_response: bool = False,
+    ) -> None:
         self.server = server
         self.url = url
         self.key = key
         self.statuses: list[int] = []
+        # The first HTTP error response, body and all, when asked to keep it (a credential validation reports it).
+        self.error_response: HttpReply | None = None
+        self._keep_error_response = keep_error_response
         self._headers = headers
         self._settings = settings
         self._client: Client | None = None
@@ -118,6 +131,9 @@ class Connection:
 
     async def _saw(self, response: httpx2.Response) -> None:
         self.statuses.append(response.status_code)
+        if self._keep_error_response and response.status_code >= 400 and self.error_response is None:
+            body = await response.aread()
+            self.error_response = HttpReply(response.status_code, response.headers.get("content-type", ""), body)
 
     def _transport(self) -> tuple[AbstractAsyncContextManager[Any], httpx2.AsyncClient | None, str]:
         from mcp.client.sse import sse_client

@@ -342,22 +342,13 @@ class Sessions:
         cap = self._settings.operations.max_running_sessions
         if cap <= 0 or not starts_turn or session.status in RUNNING_STATUSES or self._brain.is_active(session.id):
             return
-        page = await self._store.list_sessions(
-            session.workspace_id,
-            agent_id=None,
-            agent_version=None,
-            statuses=RUNNING_STATUSES,
-            include_archived=True,
-            created=TimeBounds(),
-            order="desc",
-            limit=cap,
-            cursor=None,
+        running = await self._store.count_sessions(
+            session.workspace_id, RUNNING_STATUSES, excluding=session.id, up_to=cap
         )
-        running = [other for other in page.items if other.id != session.id]
-        if len(running) >= cap:
+        if running >= cap:
             metrics.rate_limited("running_sessions")
             raise RunningSessionsCap(
-                f"this workspace already has {len(running)} running sessions, the most this server allows "
+                f"this workspace already has {running} running sessions, the most this server allows "
                 f"(--max-running-sessions {cap}); send the message once one of them is idle, or interrupt one"
             )
 

@@ -8,19 +8,27 @@ archives every credential in it. Archived vaults and credentials are read-only.
 
 from __future__ import annotations
 
-from typing import NoReturn
+import re
+from dataclasses import dataclass
 
 from corral.clock import now_rfc3339
+from corral.config import McpSettings
 from corral.errors import Conflict, InvalidRequest, NotFound
 from corral.ids import new_id
+from corral.mcp.probe import McpProbe, probe_mcp_server
 from corral.services.credentials import CredentialCreate, CredentialUpdate, DisplayName, apply_auth_update, resolve_auth
 from corral.services.schemas import Metadata, MetadataPatch, Strict, patch_metadata
 from corral.session.records import CredentialRecord, Json, Page, VaultRecord
 from corral.session.store import Store
-from corral.vault.credentials import credential_context
-from corral.vault.crypto import SecretBox, SecretUnavailable
+from corral.vault.credentials import HttpReply, McpCredential, VaultAccess, credential_context
+from corral.vault.crypto import SecretUnavailable
 
 MAX_LIVE_CREDENTIALS = 20
+# How much of an error response's body a validation report shows.
+MAX_REPORTED_BODY = 2048
+# Token-like JSON fields an MCP server or token endpoint might echo back, scrubbed from reported bodies
+# along with the credential's own secrets.
+_SECRET_FIELD = re.compile(r'("(?:access_token|refresh_token|id_token|client_secret|token)"\s*:\s*)"[^"]*"')
 
 
 class VaultCreate(Strict):
@@ -33,15 +41,50 @@ class VaultUpdate(Strict):
     metadata: MetadataPatch | None = None
 
 
+@dataclass(frozen=True)
+class CredentialValidation:
+    """The outcome of `mcp_oauth_validate` (spec §10.3): the verdict, and the failing probe step and refresh
+    attempt as wire objects (their HTTP bodies scrubbed of secrets)."""
+
+    credential_id: str
+    vault_id: str
+    status: str  # valid | invalid | unknown
+    has_refresh_token: bool
+    validated_at: str
+    mcp_probe: Json | None
+    refresh: Json | None
+
+
+def reported_response(reply: HttpReply | None, secrets: list[str]) -> Json | None:
+    """An HTTP response as a validation report shows it: secrets scrubbed, then the body cut short."""
+    if reply is None:
+        return None
+    body = _SECRET_FIELD.sub(r'\1"[redacted]"', reply.body.decode("utf-8", errors="replace"))
+    for secret in secrets:
+        body = body.replace(secret, "[redacted]")
+    return {
+        "status_code": reply.status_code,
+        "content_type": reply.content_type,
+        "body": body[:MAX_REPORTED_BODY],
+        "body_truncated": len(body) > MAX_REPORTED_BODY,
+    }
+
+
+def _token_of(credential: McpCredential) -> str:
+    return credential.headers["Authorization"].removeprefix("Bearer ")
+
+
 def _writable(vault: VaultRecord) -> None:
     if vault.archived_at is not None:
         raise Conflict(f"vault {vault.id} is archived and read-only")
 
 
 class Vaults:
-    def __init__(self, store: Store, box: SecretBox) -> None:
+    def __init__(self, store: Store, access: VaultAccess, mcp: McpSettings) -> None:
         self._store = store
-        self._box = box  # seals secrets on their way in; opens them only to apply an update
+        self._box = access.box  # seals secrets on their way in; opens them only to apply an update
+        self._access = access  # opens and refreshes an OAuth credential to validate it
+        self._mcp = mcp
 
     # --- vaults ------------------------------------------------------------------------------------------
 
@@ -177,9 +220,48 @@ class Vaults:
         await self._store.archive_credential(credential.workspace_id, credential.vault_id, credential.id, now_rfc3339())
         return await self.get_credential(workspace_id, credential.vault_id, credential.id)
 
-    async def validate_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> NoReturn:
-        await self.get_credential(workspace_id, vault_id, credential_id)
-        raise InvalidRequest(
-            "mcp_oauth_validate is not supported by this server yet; a session reports a rejected credential as "
-            "session.error mcp_authentication_failed_error"
+    async def validate_credential(self, workspace_id: str, vault_id: str, credential_id: str) -> CredentialValidation:
+        """Try an `mcp_oauth` credential against its MCP server; on a rejection (HTTP 401/403) refresh its token
+        if it can (storing the new one, as a session would) and try again. `valid`: the server took a token;
+        `invalid`: it rejected the token and no refresh fixed that; `unknown`: the server (or the token endpoint)
+        could not be reached or failed otherwise. The report names no token."""
+        credential = await self.get_credential(workspace_id, vault_id, credential_id)
+        auth_type = credential.body["auth"]["type"]
+        if auth_type != "mcp_oauth":
+            raise InvalidRequest(
+                f"credential {credential.id} is a {auth_type} credential; mcp_oauth_validate validates mcp_oauth "
+                "credentials only"
+            )
+        if credential.archived_at is not None:
+            raise Conflict(f"credential {credential.id} is archived: its tokens were purged")
+        opened = self._access.opened_oauth_credential(credential)
+        if opened is None or credential.secret is None:
+            raise Conflict(f"credential {credential.id} cannot be opened with this server's secret key")
+        stored = self._box.open(credential.secret, context=credential_context(credential.workspace_id, credential.id))
+        secrets = [value for value in stored.values() if isinstance(value, str) and value]
+        url = credential.body["auth"]["mcp_server_url"]
+        probe: McpProbe = await probe_mcp_server(url, opened.headers, self._mcp)
+        refresh: Json | None = None
+        if probe.rejected:
+            outcome = await self._access.exchange_refresh_token(credential)
+            if outcome.credential is not None:
+                secrets.append(_token_of(outcome.credential))
+                probe = await probe_mcp_server(url, outcome.credential.headers, self._mcp)
+            refresh = {"status": outcome.status, "http_response": reported_response(outcome.reply, secrets)}
+        if probe.ok:
+            status = "valid"
+        elif probe.rejected and (refresh is None or refresh["status"] != "connect_error"):
+            status = "invalid"
+        else:
+            status = "unknown"  # the server or token endpoint failed: the token itself may well be good
+        return CredentialValidation(
+            credential_id=credential.id,
+            vault_id=credential.vault_id,
+            status=status,
+            has_refresh_token=opened.can_refresh,
+            validated_at=now_rfc3339(),
+            mcp_probe=None
+            if probe.ok
+            else {"method": probe.failed_method, "http_response": reported_response(probe.reply, secrets)},
+            refresh=refresh,
         )

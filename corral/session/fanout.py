@@ -111,12 +111,23 @@ def _overflow_frame() -> Frame:
     )
 
 
+# Sessions whose log position this process remembers (about 200 bytes each); forgetting one costs its brain one
+# read of the log, never a missed event.
+MAX_KNOWN_POSITIONS = 10_000
+
+
 class EventBus:
-    """Per-process publish/subscribe keyed by session id."""
+    """Per-process publish/subscribe keyed by session id.
+
+    Every append of this process passes through `publish`, and every append of another node through `reached`,
+    so the bus also knows how far each session's log reaches: the brain reads the log only when it has grown
+    past what the brain has seen (`known_position`)."""
 
     def __init__(self, max_backlog: int = 10_000) -> None:
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._max_backlog = max_backlog
+        # The highest committed position this process has heard of, per session (oldest first, bounded).
+        self._known_positions: dict[str, int] = {}
 
     def subscribe(self, session_id: str, previews: frozenset[str] = frozenset()) -> Subscription:
         subscription = Subscription(session_id, previews, self._max_backlog)
@@ -140,8 +151,24 @@ class EventBus:
     def wants_previews(self, session_id: str, kind: str) -> bool:
         return any(kind in sub.previews for sub in self._subscribers.get(session_id, ()))
 
+    def known_position(self, session_id: str) -> int | None:
+        """How far the session's log reaches, as far as this process has heard (every position up to it is
+        committed); None when it has heard nothing (or forgot)."""
+        return self._known_positions.get(session_id)
+
+    def _heard(self, session_id: str, position: int) -> None:
+        known = self._known_positions.get(session_id)
+        if known is None:
+            if len(self._known_positions) >= MAX_KNOWN_POSITIONS:
+                del self._known_positions[next(iter(self._known_positions))]
+            self._known_positions[session_id] = position
+        elif position > known:
+            self._known_positions[session_id] = position
+
     def publish(self, session_id: str, records: list[EventRecord]) -> None:
         """Deliver persisted events to every subscriber of the session, in log order."""
+        if records and records[-1].position is not None:
+            self._heard(session_id, records[-1].position)
         subscribers = self._subscribers.get(session_id)
         if not subscribers or not records:
             return
@@ -153,6 +180,7 @@ class EventBus:
 
     def reached(self, session_id: str, position: int) -> None:
         """Another node appended up to `position`: subscribers behind it catch up from the store."""
+        self._heard(session_id, position)
         for subscriber in list(self._subscribers.get(session_id, ())):
             subscriber.reached(position)
 
@@ -179,6 +207,7 @@ class EventBus:
 
     def end_session(self, session_id: str) -> None:
         """Close every stream of a deleted session (after its `session.deleted` frame)."""
+        self._known_positions.pop(session_id, None)
         for subscriber in self._subscribers.pop(session_id, set()):
             subscriber.end()
 

@@ -39,6 +39,11 @@ class SessionLog:
         self.bus.publish(session_id, [record])
         return record
 
+    def known_position(self, session_id: str) -> int | None:
+        """How far the session's log reaches, as far as this process knows: its own appends and, on PostgreSQL,
+        other nodes' notices (which can lag). None when it knows nothing."""
+        return self.bus.known_position(session_id)
+
     def preview(self, session_id: str, kind: str, payload: Json) -> None:
         """A stream-only frame (`event_start`/`event_delta`): never stored, only for streams that asked."""
         self.bus.publish_preview(session_id, kind, payload)

@@ -197,6 +197,16 @@ class MemoryResources(MemoryTables):
             bidirectional=True,
         )
 
+    async def count_sessions(self, workspace_id: str, statuses: list[str], *, excluding: str, up_to: int) -> int:
+        found = sum(
+            1
+            for stored in self.db.sessions.values()
+            if stored.record.workspace_id == workspace_id
+            and stored.record.status in statuses
+            and stored.record.id != excluding
+        )
+        return min(found, max(up_to, 0))
+
     async def archive_session(self, session_id: str, archived_at: str) -> None:
         async with self.db.lock:
             stored = self.db.sessions.get(session_id)

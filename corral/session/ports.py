@@ -115,6 +115,11 @@ class Resources(Protocol):
         cursor: Json | None,
     ) -> Page: ...
 
+    async def count_sessions(self, workspace_id: str, statuses: list[str], *, excluding: str, up_to: int) -> int:
+        """How many of the workspace's sessions (archived ones too), other than `excluding`, have one of `statuses`,
+        counting no further than `up_to`: one indexed lookup whose cost does not grow with the sessions."""
+        ...
+
     async def archive_session(self, session_id: str, archived_at: str) -> None: ...
 
     async def delete_session(self, session_id: str) -> None:

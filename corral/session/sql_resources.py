@@ -243,6 +243,17 @@ class SqlResources(SqlPort):
             bidirectional=True,
         )
 
+    async def count_sessions(self, workspace_id: str, statuses: list[str], *, excluding: str, up_to: int) -> int:
+        if not statuses or up_to <= 0:
+            return 0
+        # Served by `sessions_by_status` (migration 0004); the inner LIMIT stops the count at `up_to`.
+        row = await self._one(
+            "SELECT COUNT(*) AS found FROM (SELECT 1 FROM sessions WHERE workspace_id = ? "
+            f"AND status IN ({in_list(statuses)}) AND id <> ? LIMIT ?) AS capped",
+            (workspace_id, *statuses, excluding, up_to),
+        )
+        return int(row["found"]) if row else 0
+
     async def archive_session(self, session_id: str, archived_at: str) -> None:
         await self._execute(
             "UPDATE sessions SET archived_at = COALESCE(archived_at, ?), updated_at = ? WHERE id = ?",

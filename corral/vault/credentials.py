@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -113,6 +113,26 @@ class EnvironmentSecret:
         return False
 
 
+@dataclass(frozen=True)
+class HttpReply:
+    """An HTTP error response kept to report why a credential failed validation. Its body may hold a
+    secret the server echoed back: scrub it before it is shown (`corral.services.vaults`)."""
+
+    status_code: int
+    content_type: str
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """What a refresh-token exchange came to: the new credential when it `succeeded`, the token endpoint's
+    answer when it `failed`, nothing more on a `connect_error` or when there was `no_refresh_token`."""
+
+    status: Literal["succeeded", "failed", "connect_error", "no_refresh_token"]
+    credential: McpCredential | None = None
+    reply: HttpReply | None = None
+
+
 def placeholder_for(credential_id: str) -> str:
     """What the sandbox's variable holds instead of the secret: names the credential, reveals nothing."""
     return f"corral-placeholder-{credential_id}"
@@ -161,14 +181,20 @@ class VaultAccess:
                     refreshed = await self.refresh(credential)
                     if refreshed is not None:
                         return refreshed
-                return McpCredential(
-                    credential.id,
-                    credential.vault_id,
-                    "mcp_oauth",
-                    secret["access_token"],
-                    can_refresh=bool(secret.get("refresh_token")),
-                )
+                return self._oauth_credential(credential, secret)
         return None
+
+    def opened_oauth_credential(self, credential: CredentialRecord) -> McpCredential | None:
+        """An `mcp_oauth` credential as stored now (no refresh); None when its secret cannot be opened."""
+        secret = self._open(credential)
+        return None if secret is None else self._oauth_credential(credential, secret)
+
+    @staticmethod
+    def _oauth_credential(credential: CredentialRecord, secret: Json) -> McpCredential:
+        can_refresh = bool(secret.get("refresh_token"))
+        return McpCredential(
+            credential.id, credential.vault_id, "mcp_oauth", secret["access_token"], can_refresh=can_refresh
+        )
 
     async def refresh_rejected(self, workspace_id: str, rejected: McpCredential) -> McpCredential | None:
         """A new token for an `mcp_oauth` credential whose token the MCP server rejected, if it can refresh."""
@@ -182,11 +208,15 @@ class VaultAccess:
     async def refresh(self, credential: CredentialRecord) -> McpCredential | None:
         """Trade the credential's refresh token for a new access token (OAuth 2.0 `refresh_token` grant) and
         store it. None when it has no refresh token or the token endpoint refuses; the reason is logged."""
+        return (await self.exchange_refresh_token(credential)).credential
+
+    async def exchange_refresh_token(self, credential: CredentialRecord) -> RefreshOutcome:
+        """`refresh`, saying how it went (for credential validation)."""
         secret = self._open(credential)
         auth = credential.body["auth"]
         refresh = auth.get("refresh")
         if secret is None or not refresh or not secret.get("refresh_token"):
-            return None
+            return RefreshOutcome("no_refresh_token")
         form = {"grant_type": "refresh_token", "refresh_token": secret["refresh_token"]}
         if refresh.get("scope"):
             form["scope"] = refresh["scope"]
@@ -206,14 +236,17 @@ class VaultAccess:
                     refresh["token_endpoint"], data=form, auth=basic, headers={"Accept": "application/json"}
                 )
             payload: Any = response.json() if response.content else {}
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.HTTPError as exc:
             log.warning("credential %s: the token endpoint could not be reached: %s", credential.id, type(exc).__name__)
-            return None
+            return RefreshOutcome("connect_error")
+        except ValueError:
+            payload = None  # not JSON: a refusal, reported with the body below
         if response.status_code != 200 or not isinstance(payload, dict) or not payload.get("access_token"):
             log.warning(
                 "credential %s: the token endpoint refused the refresh (HTTP %s)", credential.id, response.status_code
             )
-            return None
+            reply = HttpReply(response.status_code, response.headers.get("content-type", ""), response.content)
+            return RefreshOutcome("failed", reply=reply)
         new_secret = {**secret, "access_token": str(payload["access_token"])}
         if payload.get("refresh_token"):
             new_secret["refresh_token"] = str(payload["refresh_token"])
@@ -234,9 +267,8 @@ class VaultAccess:
         )
         await self.store.update_credential(updated)
         log.info("credential %s: refreshed its OAuth access token", credential.id)
-        return McpCredential(
-            credential.id, credential.vault_id, "mcp_oauth", new_secret["access_token"], can_refresh=True
-        )
+        token = new_secret["access_token"]
+        return RefreshOutcome("succeeded", McpCredential(credential.id, credential.vault_id, "mcp_oauth", token, True))
 
     async def session_environment_secrets(self, session_id: str) -> list[EnvironmentSecret]:
         """The `environment_variable` credentials of a session's vaults, read now; none for an unknown session."""

@@ -71,7 +71,8 @@ def existing_ids(fuzz_server: CorralServer) -> dict[str, list[str]]:
                 {
                     "type": "mcp_oauth",
                     "access_token": "t",
-                    "mcp_server_url": "https://b.example.com/mcp",
+                    # A closed local port: mcp_oauth_validate probes it, and fails at once without leaving the host.
+                    "mcp_server_url": "http://127.0.0.1:9/mcp",
                     "expires_at": expires,
                     "refresh": {
                         "client_id": "c",

@@ -17,7 +17,8 @@ import anthropic
 import httpx
 import pytest
 
-from tests.support.server import CorralServer
+from tests.support.mcp_server import McpTestServer
+from tests.support.server import CorralServer, free_port
 
 
 def new_secret() -> str:
@@ -427,3 +428,151 @@ def test_a_session_object_shows_its_vault_ids_and_no_secret(
 
     shown = json.dumps(raw(server, "GET", f"/v1/sessions/{session.id}").json())
     assert vault.id in shown and token not in shown
+
+
+# --- mcp_oauth_validate ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mcp_server() -> Iterator[McpTestServer]:
+    with McpTestServer() as running:
+        yield running
+
+
+def oauth(
+    client: anthropic.Anthropic,
+    vault: Any,
+    url: str,
+    token: str,
+    *,
+    refresh_token: str | None = None,
+    endpoint: str = "",
+) -> Any:
+    auth: dict[str, Any] = {"type": "mcp_oauth", "access_token": token, "mcp_server_url": url}
+    if refresh_token is not None:
+        auth["refresh"] = {
+            "client_id": "corral-tests",
+            "refresh_token": refresh_token,
+            "token_endpoint": endpoint,
+            "token_endpoint_auth": {"type": "none"},
+        }
+    return client.beta.vaults.credentials.create(vault.id, auth=auth)  # type: ignore[arg-type]
+
+
+def test_validating_an_oauth_credential_the_server_accepts_reports_it_valid(
+    client: anthropic.Anthropic, vault: Any, mcp_server: McpTestServer
+) -> None:
+    credential = oauth(client, vault, mcp_server.guarded_url, mcp_server.token)
+
+    validation = client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
+
+    assert validation.type == "vault_credential_validation"
+    assert (validation.credential_id, validation.vault_id) == (credential.id, vault.id)
+    assert validation.status == "valid"
+    assert validation.has_refresh_token is False
+    assert validation.mcp_probe is None and validation.refresh is None
+    assert f"Bearer {mcp_server.token}" in mcp_server.authorizations
+
+
+def test_validating_a_rejected_token_without_a_refresh_token_reports_it_invalid(
+    client: anthropic.Anthropic, vault: Any, mcp_server: McpTestServer
+) -> None:
+    credential = oauth(client, vault, mcp_server.guarded_url, new_secret())
+
+    validation = client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
+
+    assert validation.status == "invalid"
+    assert validation.mcp_probe is not None and validation.mcp_probe.method == "initialize"
+    assert validation.mcp_probe.http_response is not None
+    assert validation.mcp_probe.http_response.status_code == 401
+    assert "invalid_token" in validation.mcp_probe.http_response.body
+    assert validation.refresh is not None and validation.refresh.status == "no_refresh_token"
+
+
+def test_validating_an_expired_token_refreshes_it_and_stores_the_new_one(
+    server: CorralServer, client: anthropic.Anthropic, vault: Any, mcp_server: McpTestServer
+) -> None:
+    expired = new_secret()
+    mcp_server.tokens.add(expired)
+    credential = oauth(
+        client,
+        vault,
+        mcp_server.guarded_url,
+        expired,
+        refresh_token=mcp_server.refresh_token,
+        endpoint=mcp_server.token_endpoint,
+    )
+    mcp_server.tokens.discard(expired)  # the server no longer takes it, as when a token expires
+    path = f"/v1/vaults/{vault.id}/credentials/{credential.id}/mcp_oauth_validate"
+
+    response = raw(server, "POST", path)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "valid"
+    assert response.json()["refresh"] == {"status": "succeeded", "http_response": None}
+    assert response.json()["has_refresh_token"] is True
+    assert all(token not in response.text for token in (expired, mcp_server.refreshed_token, mcp_server.refresh_token))
+    assert client.beta.vaults.credentials.retrieve(credential.id, vault_id=vault.id).auth.expires_at is not None
+    again = client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
+    assert (again.status, again.refresh) == ("valid", None)  # the refreshed token was stored
+
+
+def test_a_refresh_the_token_endpoint_refuses_is_reported_with_its_answer(
+    client: anthropic.Anthropic, vault: Any, mcp_server: McpTestServer
+) -> None:
+    credential = oauth(
+        client,
+        vault,
+        mcp_server.guarded_url,
+        new_secret(),
+        refresh_token=new_secret(),
+        endpoint=mcp_server.token_endpoint,
+    )
+
+    validation = client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
+
+    assert validation.status == "invalid"
+    assert validation.refresh is not None and validation.refresh.status == "failed"
+    assert validation.refresh.http_response is not None
+    assert validation.refresh.http_response.status_code == 400
+    assert "invalid_grant" in validation.refresh.http_response.body
+
+
+def test_validating_against_an_unreachable_server_reports_unknown(client: anthropic.Anthropic, vault: Any) -> None:
+    credential = oauth(client, vault, f"http://127.0.0.1:{free_port()}/mcp", new_secret())
+
+    validation = client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
+
+    assert validation.status == "unknown"
+    assert validation.mcp_probe is not None and validation.mcp_probe.method == "initialize"
+    assert validation.mcp_probe.http_response is None
+    assert validation.refresh is None
+
+
+@pytest.mark.parametrize("auth", [bearer(new_secret()), env_var(new_secret())], ids=["static_bearer", "env_var"])
+def test_validating_a_credential_of_another_kind_is_400(
+    client: anthropic.Anthropic, vault: Any, auth: dict[str, Any]
+) -> None:
+    credential = client.beta.vaults.credentials.create(vault.id, auth=auth)  # type: ignore[arg-type]
+
+    with pytest.raises(anthropic.BadRequestError, match="mcp_oauth credentials only"):
+        client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
+
+
+def test_another_workspace_cannot_validate_a_credential(
+    client: anthropic.Anthropic, other: anthropic.Anthropic, vault: Any, mcp_server: McpTestServer
+) -> None:
+    credential = oauth(client, vault, mcp_server.guarded_url, mcp_server.token)
+
+    with pytest.raises(anthropic.NotFoundError):
+        other.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
+
+
+def test_validating_an_archived_credential_is_409(
+    client: anthropic.Anthropic, vault: Any, mcp_server: McpTestServer
+) -> None:
+    credential = oauth(client, vault, mcp_server.guarded_url, mcp_server.token)
+    client.beta.vaults.credentials.archive(credential.id, vault_id=vault.id)
+
+    with pytest.raises(anthropic.ConflictError, match="archived"):
+        client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)

@@ -517,6 +517,36 @@ async def test_list_sessions_filters_by_status(store: Store) -> None:
     assert ids(page.items) == ["sess_b", "sess_c"]
 
 
+async def test_count_sessions_counts_the_workspaces_sessions_in_the_statuses_archived_too(store: Store) -> None:
+    for session_id in ("sess_a", "sess_b", "sess_c", "sess_d"):
+        await store.insert_session(session_record(session_id))
+    await store.insert_session(session_record("sess_other", workspace_id=OTHER_WS))
+    for session_id in ("sess_a", "sess_b", "sess_c", "sess_other"):
+        await store.append_events(session_id, [NewEvent(f"run_{session_id}", "session.status_running")])
+    await store.append_events("sess_c", [NewEvent("resched", "session.status_rescheduled")])
+    await store.archive_session("sess_b", ts(5))
+
+    found = await store.count_sessions(WS, ["running", "rescheduling"], excluding="sess_none", up_to=10)
+
+    assert found == 3
+
+
+async def test_count_sessions_leaves_out_the_excluded_session(store: Store) -> None:
+    for session_id in ("sess_a", "sess_b"):
+        await store.insert_session(session_record(session_id))
+        await store.append_events(session_id, [NewEvent(f"run_{session_id}", "session.status_running")])
+
+    assert await store.count_sessions(WS, ["running"], excluding="sess_a", up_to=10) == 1
+
+
+async def test_count_sessions_stops_counting_at_up_to(store: Store) -> None:
+    for session_id in ("sess_a", "sess_b", "sess_c"):
+        await store.insert_session(session_record(session_id))
+        await store.append_events(session_id, [NewEvent(f"run_{session_id}", "session.status_running")])
+
+    assert await store.count_sessions(WS, ["running"], excluding="sess_none", up_to=2) == 2
+
+
 async def test_list_sessions_filters_by_agent_id(store: Store) -> None:
     await store.insert_session(session_record("sess_a", agent_id="agent_1", created=1))
     await store.insert_session(session_record("sess_b", agent_id="agent_2", created=2))

@@ -30,6 +30,7 @@ from corral.session.fanout import EventBus, Frame
 from corral.session.log import SessionLog
 from corral.session.memory import MemoryDatabase, MemoryStore
 from corral.session.records import EventRecord, Json
+from corral.session.store import Store
 from corral.vault.credentials import VaultAccess
 from corral.vault.crypto import SecretBox
 
@@ -113,9 +114,11 @@ async def until_appended(frames: AsyncIterator[Frame], event_type: str) -> None:
 class BrainNode:
     """The parts one `corral serve` process runs a session's turns with (no HTTP, no cluster listener)."""
 
-    def __init__(self, settings: Settings, database: MemoryDatabase) -> None:
+    def __init__(self, settings: Settings, database: MemoryDatabase | Store) -> None:
+        """On a new `MemoryStore` over `database`, or on the store given (SQLite or PostgreSQL: the tests that count
+        a turn's database operations)."""
         self.settings = settings
-        self.store = MemoryStore(database)
+        self.store: Store = MemoryStore(database) if isinstance(database, MemoryDatabase) else database
         bus = EventBus()
         self.log = SessionLog(self.store, bus)
         # No launcher: commands run in plain bash on the host, in a workspace under the data directory.

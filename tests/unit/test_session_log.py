@@ -71,3 +71,26 @@ async def test_an_append_the_bus_never_saw_is_read_back_from_the_store(log: Sess
 async def test_an_unknown_last_event_id_is_refused(log: SessionLog) -> None:
     with pytest.raises(LookupError):
         await log.open_stream("sesn_1", frozenset(), after_event="sevt_unknown")
+
+
+async def test_the_log_knows_how_far_its_own_appends_reach(log: SessionLog) -> None:
+    assert log.known_position("sesn_1") is None
+
+    await log.append("sesn_1", new_event("session.status_running"), new_event("agent.message", content=[]))
+
+    assert log.known_position("sesn_1") == 2
+
+
+async def test_another_nodes_notice_moves_the_known_position_forward_never_back(log: SessionLog) -> None:
+    log.bus.reached("sesn_1", 5)
+    log.bus.reached("sesn_1", 3)  # a late notice of an earlier append
+
+    assert log.known_position("sesn_1") == 5
+
+
+async def test_a_deleted_sessions_position_is_forgotten(log: SessionLog) -> None:
+    await log.append("sesn_1", new_event("session.status_running"))
+
+    log.bus.end_session("sesn_1")
+
+    assert log.known_position("sesn_1") is None

@@ -5,10 +5,11 @@ own unix socket (`<data>/egress/<session>/proxy.sock`, reachable only by the san
 into the sandbox, where `socat` bridges `127.0.0.1:3128` to it and `HTTP(S)_PROXY` point there. The
 socket a connection arrives on is what identifies the session, so the sandbox holds no proxy credential.
 
-The proxy speaks HTTP/1.1 proxying: `CONNECT host:port` (HTTPS and any other TLS: an opaque tunnel) and
-absolute-URI requests (`GET http://host/path`, plain HTTP). For each it checks the host against the session's
-`HostRules`, resolves the name itself, keeps only public addresses (`AddressPolicy`) and connects to exactly
-the address it checked. A refusal is an HTTP error whose body says why (and how to allow it), and a log line.
+The proxy speaks HTTP/1.1 proxying: `CONNECT host:port` (HTTPS and any other TLS: an opaque tunnel, except
+to a host a vault credential names, below) and absolute-URI requests (`GET http://host/path`, plain HTTP).
+For each it checks the host against the session's `HostRules`, resolves the name itself, keeps only public
+addresses (`AddressPolicy`) and connects to exactly the address it checked. A refusal is an HTTP error whose
+body says why (and how to allow it), and a log line.
 
 **One request per connection.** A plain-HTTP connection carries exactly one request: the proxy reads its head,
 forwards its body as the head frames it (Content-Length or chunked, re-framed here; both at once is refused),
@@ -18,12 +19,22 @@ second request on a kept-alive connection can never reach the upstream unchecked
 each request on a kept connection would need a new upstream connection per request anyway whenever the host
 changes; one request per connection keeps the proxy a simple, obviously-correct state machine.)
 
-The parts: `http1.py` frames requests (heads, Content-Length and chunked bodies, hop-by-hop headers),
+The parts: `http1.py` reads requests with `h11` (heads, Content-Length and chunked bodies) and frames what
+is forwarded (hop-by-hop headers dropped, bodies re-framed),
 `relay.py` moves the bytes (one exchange, or a CONNECT tunnel) and ends connections, `caps.py` bounds each
 session (connections open at once, request-body bytes held whole), and `substitution.py` puts vault credentials
-of type `environment_variable` into plain-HTTP requests in place of their placeholders (never into a CONNECT
-tunnel: that would mean intercepting TLS). This module is the proxy itself: the sockets, each connection's
-checks, and which part handles it.
+of type `environment_variable` into requests in place of their placeholders. This module is the proxy itself:
+the sockets, each connection's checks, and which part handles it.
+
+**TLS interception, only where a credential needs it.** A CONNECT to a host that the environment allows and
+that one of the session's credentials names in its `allowed_hosts` (read at that moment: a removed credential
+stops it at once) is not tunnelled: the proxy first opens its own TLS connection to the upstream, verified
+against the system's roots (plus `CORRAL_EGRESS_UPSTREAM_CA`, for tests) for the host name it checked, and
+refuses with a 502 saying why if it does not verify; then it answers the sandbox's TLS with a certificate for
+that host from the data dir's CA (`ca.py`; only such sessions' sandboxes trust it), reads one request, puts the
+credentials in as for plain HTTP, and relays the answer, closing after it like any other request. Only
+`http/1.1` is offered in ALPN on both sides. A credential with `unrestricted` networking names no host, so it
+is put into plain-HTTP requests and into intercepted ones, but never makes the proxy intercept by itself.
 """
 
 from __future__ import annotations
@@ -33,11 +44,13 @@ import contextlib
 import logging
 import os
 import shutil
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from corral.hands.net.ca import EgressCA, upstream_context
 from corral.hands.net.caps import (
     BODY_LIMIT,
     BODY_TIMEOUT_S,
@@ -50,11 +63,12 @@ from corral.hands.net.caps import (
 )
 from corral.hands.net.http1 import (
     FRAMING,
-    BodyFraming,
+    Incoming,
     Reject,
     end_to_end,
     header_name,
     message_head,
+    read_request,
     respond,
     split_authority,
 )
@@ -105,6 +119,8 @@ class EgressProxy:
         max_connections: int = MAX_CONNECTIONS,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         max_body_bytes: int = BODY_LIMIT,
+        ca: EgressCA | None = None,
+        upstream_ca: Path | None = None,
     ) -> None:
         if not 0 < max_body_bytes <= max_buffered_bytes:
             raise ValueError("max_body_bytes must be positive and at most max_buffered_bytes")
@@ -112,6 +128,9 @@ class EgressProxy:
         self.addresses = addresses
         # Where the sessions' `environment_variable` credentials come from (None: never substituted).
         self.credentials = credentials
+        # Mints the certificates of intercepted hosts (None: every CONNECT is an opaque tunnel).
+        self.ca = ca
+        self._upstream_tls = upstream_context(upstream_ca) if ca is not None else None
         self._owner = owner
         self._connect_timeout_s = connect_timeout_s
         self._max_connections = max_connections
@@ -244,23 +263,25 @@ class EgressProxy:
     async def _handle(
         self, session_id: str, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
-        except asyncio.LimitOverrunError as exc:
-            raise Reject(431, "Request Header Fields Too Large", "the request head is too large") from exc
-        except asyncio.IncompleteReadError:
+        connection, incoming = await asyncio.wait_for(read_request(reader, _HEAD_LIMIT), _HEAD_TIMEOUT_S)
+        if incoming is None:
             return  # the client went away (or only probed the port)
-        request_line, *header_lines = head.decode("latin-1").split("\r\n")
-        parts = request_line.split(" ")
-        if len(parts) != 3:
-            raise Reject(400, "Bad Request", "malformed request line")
-        method, target, version = parts
+        method, target = incoming.method, incoming.target
         if method.upper() == "CONNECT":
             host, port = split_authority(target)
-            upstream = await self._connect(session_id, listener.rules, host, port)
+            # What the client sent after the CONNECT head (h11 read it already): the tunnel's first bytes.
+            early, _ = connection.trailing_data
+            secrets = await self._intercepted_secrets(session_id, listener.rules, host, port)
+            if secrets:
+                if early:
+                    raise Reject(400, "Bad Request", "Corral egress proxy: TLS sent before the CONNECT was answered")
+                await self._intercept(session_id, listener, reader, writer, host, port, secrets)
+                return
+            up_reader, up_writer = await self._connect(session_id, listener.rules, host, port)
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             await writer.drain()
-            await tunnel(reader, writer, *upstream)
+            up_writer.write(early)
+            await tunnel(reader, writer, up_reader, up_writer)
             return
         if not target.lower().startswith("http://"):
             hint = "use CONNECT for https" if target.lower().startswith("https://") else "send an absolute http:// URI"
@@ -272,47 +293,63 @@ class EgressProxy:
             port = url.port or 80
         except ValueError as exc:
             raise Reject(400, "Bad Request", f"bad port in {target!r}") from exc
-        body = BodyFraming.of(header_lines)
         up_reader, up_writer = await self._connect(session_id, listener.rules, url.hostname, port)
         try:
             path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            # The target's authority is the Host (RFC 9112 §3.2.2): what was checked is what the upstream is told.
-            headers = [
-                f"Host: {url.netloc.rsplit('@', 1)[-1]}",
-                *end_to_end(header_lines, dropped=frozenset({"host", *FRAMING})),
-            ]
             secrets = await self._secrets_for(session_id, url.hostname)
-            headers, used = substitute_headers(session_id, url.hostname, secrets, headers)
-            in_body = [secret for secret in secrets if secret.body]
-            start_line = f"{method} {path} {version}"
-            if in_body and body.present and body.length is not None and body.length > self._max_body_bytes:
-                log.warning(
-                    "egress: session %s -> %s: a %d-byte body is too large to substitute credentials in; sent "
-                    "unchanged",
-                    session_id,
-                    url.hostname,
-                    body.length,
-                )
-            elif in_body and body.present:
-                # Room for the body held whole: its Content-Length, or the most a chunked one may be.
-                room = body.length if body.length is not None else self._max_body_bytes
-                async with listener.budget.room_for(session_id, room):
-                    if body.expects_continue:
-                        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client may wait for it to send
-                        await writer.drain()
-                    async with asyncio.timeout(BODY_TIMEOUT_S):
-                        whole = await body.read_whole(reader, self._max_body_bytes)
-                    pieces, size, used_in_body = substitute_body(whole, in_body)
-                    log_substitution(session_id, url.hostname, used + used_in_body)
-                    headers = [line for line in headers if header_name(line) != "expect"]  # answered above
-                    up_writer.write(message_head(start_line, [*headers, f"Content-Length: {size}"]))
-                    await exchange(up_reader, writer, lambda: write_pieces(up_writer, pieces))
-                return
-            log_substitution(session_id, url.hostname, used)
-            up_writer.write(message_head(start_line, headers + body.framing_headers()))
-            await exchange(up_reader, writer, lambda: body.stream(reader, up_writer))
+            # The target's authority is the Host (RFC 9112 §3.2.2): what was checked is what the upstream is told.
+            authority = url.netloc.rsplit("@", 1)[-1]
+            start_line = f"{method} {path} {incoming.version}"
+            await self._forward(
+                session_id, listener, writer, (up_reader, up_writer), url.hostname, authority, start_line, incoming,
+                secrets,
+            )  # fmt: skip
         finally:
             up_writer.close()
+
+    async def _forward(
+        self,
+        session_id: str,
+        listener: _Listener,
+        writer: asyncio.StreamWriter,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        hostname: str,
+        authority: str,
+        start_line: str,
+        incoming: Incoming,
+        secrets: list[EnvironmentSecret],
+    ) -> None:
+        """Send one request upstream, its credentials substituted, and relay the response (one per connection)."""
+        up_reader, up_writer = upstream
+        body = incoming.body.framing
+        headers = [f"Host: {authority}", *end_to_end(incoming.header_lines, dropped=frozenset({"host", *FRAMING}))]
+        headers, used = substitute_headers(session_id, hostname, secrets, headers)
+        in_body = [secret for secret in secrets if secret.body]
+        if in_body and body.present and body.length is not None and body.length > self._max_body_bytes:
+            log.warning(
+                "egress: session %s -> %s: a %d-byte body is too large to substitute credentials in; sent unchanged",
+                session_id,
+                hostname,
+                body.length,
+            )
+        elif in_body and body.present:
+            # Room for the body held whole: its Content-Length, or the most a chunked one may be.
+            room = body.length if body.length is not None else self._max_body_bytes
+            async with listener.budget.room_for(session_id, room):
+                if body.expects_continue:
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client may wait for it to send
+                    await writer.drain()
+                async with asyncio.timeout(BODY_TIMEOUT_S):
+                    whole = await incoming.body.read_whole(self._max_body_bytes)
+                pieces, size, used_in_body = substitute_body(whole, in_body)
+                log_substitution(session_id, hostname, used + used_in_body)
+                headers = [line for line in headers if header_name(line) != "expect"]  # answered above
+                up_writer.write(message_head(start_line, [*headers, f"Content-Length: {size}"]))
+                await exchange(up_reader, writer, lambda: write_pieces(up_writer, pieces))
+            return
+        log_substitution(session_id, hostname, used)
+        up_writer.write(message_head(start_line, headers + body.framing_headers()))
+        await exchange(up_reader, writer, lambda: incoming.body.stream(up_writer))
 
     async def _secrets_for(self, session_id: str, host: str) -> list[EnvironmentSecret]:
         """The session's credentials whose value may be sent to `host`, read now (a rotated value applies)."""
@@ -331,10 +368,90 @@ class EgressProxy:
         target = normalize_host(host)
         return [secret for secret in secrets if secret.applies_to(target)]
 
-    async def _connect(
+    async def _intercepted_secrets(
         self, session_id: str, rules: HostRules, host: str, port: int
+    ) -> list[EnvironmentSecret]:
+        """The credentials to substitute in a CONNECT to host:port, when it is to be intercepted: only when the
+        proxy has a CA, the environment allows the host, and a credential names it (one with `unrestricted`
+        networking names no host, so never opens a tunnel by itself). Empty: an opaque tunnel."""
+        if self.ca is None or not rules.allows(host, port):
+            return []
+        secrets = await self._secrets_for(session_id, host)
+        return secrets if any(secret.allowed_hosts is not None for secret in secrets) else []
+
+    async def _intercept(
+        self,
+        session_id: str,
+        listener: _Listener,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        port: int,
+        secrets: list[EnvironmentSecret],
+    ) -> None:
+        """A CONNECT whose TLS the proxy ends itself (see `ca.py`): one request, its credentials substituted, sent
+        over a TLS connection to the upstream verified against the system's roots."""
+        assert self.ca is not None and self._upstream_tls is not None
+        # Upstream first: an unverifiable upstream is refused in plain text, before the client's TLS begins.
+        up_reader, up_writer = await self._connect(session_id, listener.rules, host, port, tls=self._upstream_tls)
+        try:
+            context = await asyncio.to_thread(self.ca.server_context, normalize_host(host))
+            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            await writer.drain()
+            try:
+                await writer.start_tls(context, ssl_handshake_timeout=_HEAD_TIMEOUT_S)
+            except (ssl.SSLError, TimeoutError) as exc:
+                # Most often a client that does not trust the CA: a sandbox started before its session had a
+                # credential naming this host (only sandboxes started with one get the CA in their bundle).
+                log.warning(
+                    "egress: session %s -> %s:%d: the client's TLS handshake with the proxy failed (%s); a sandbox "
+                    "trusts the egress CA only if it started with a credential naming a host",
+                    session_id,
+                    host,
+                    port,
+                    exc,
+                )
+                return
+            log.info("egress: session %s -> %s:%d: TLS intercepted for its vault credentials", session_id, host, port)
+            try:
+                await self._intercepted_request(
+                    session_id, listener, reader, writer, (up_reader, up_writer), host, port, secrets
+                )
+            except Reject as rejection:
+                await respond(writer, rejection)  # inside the client's TLS, where it reads its answers
+            finally:
+                # TLS has no half-close to tell the client the answer is whole (see relay.linger): close it here.
+                await close_writer(writer)
+        finally:
+            up_writer.close()
+
+    async def _intercepted_request(
+        self,
+        session_id: str,
+        listener: _Listener,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        host: str,
+        port: int,
+        secrets: list[EnvironmentSecret],
+    ) -> None:
+        """The one request of an intercepted connection, read from inside its TLS, forwarded upstream."""
+        _, incoming = await asyncio.wait_for(read_request(reader, _HEAD_LIMIT), _HEAD_TIMEOUT_S)
+        if incoming is None:
+            return
+        if not incoming.target.startswith("/"):
+            raise Reject(400, "Bad Request", "Corral egress proxy: expected an origin-form request (GET /path ...)")
+        name = f"[{host}]" if ":" in host else host
+        authority = name if port == 443 else f"{name}:{port}"
+        start_line = f"{incoming.method} {incoming.target} {incoming.version}"
+        await self._forward(session_id, listener, writer, upstream, host, authority, start_line, incoming, secrets)
+
+    async def _connect(
+        self, session_id: str, rules: HostRules, host: str, port: int, *, tls: ssl.SSLContext | None = None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """The checked upstream connection for host:port, or a Reject saying why not."""
+        """The checked upstream connection for host:port (over TLS verified for `host`, with `tls`), or a Reject
+        saying why not."""
         target = f"{host}:{port}"
         if not rules.allows(host, port):
             log.warning("egress denied: session %s -> %s (not in the environment's networking)", session_id, target)
@@ -353,11 +470,23 @@ class EgressProxy:
         errors: list[str] = []
         for address in addresses:
             try:
-                return await self._open(address, port)
+                return await self._open(address, port, tls, host)
+            except ssl.SSLCertVerificationError as exc:
+                log.warning("egress refused: session %s -> %s: certificate not verified (%s)", session_id, target, exc)
+                raise Reject(
+                    502,
+                    "Bad Gateway",
+                    f"Corral egress proxy: {target} presented a certificate that does not verify "
+                    f"({exc.verify_message}); vault credentials are only sent to hosts whose certificate does",
+                ) from exc
             except (OSError, TimeoutError) as exc:
                 errors.append(f"{address}: {exc or type(exc).__name__}")
         log.info("egress failed: session %s -> %s (%s)", session_id, target, "; ".join(errors))
         raise Reject(502, "Bad Gateway", f"Corral egress proxy: could not connect to {target} ({'; '.join(errors)})")
 
-    async def _open(self, address: IPAddress, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.wait_for(asyncio.open_connection(str(address), port), self._connect_timeout_s)
+    async def _open(
+        self, address: IPAddress, port: int, tls: ssl.SSLContext | None = None, host: str = ""
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # The checked address, with the TLS certificate verified for the host name that was checked.
+        opening = asyncio.open_connection(str(address), port, ssl=tls, server_hostname=host if tls else None)
+        return await asyncio.wait_for(opening, self._connect_timeout_s)

@@ -1,17 +1,24 @@
 """HTTP/1.1 message framing for the egress proxy (RFC 9112): request bodies, heads, hop-by-hop headers.
 
-The proxy frames what it forwards itself: a request body is read as its head declares (Content-Length or
-chunked, never both) and re-framed on the way out, and the headers that belong to one hop never travel on.
-Anything malformed or ambiguous is a `Reject`, which the proxy answers with its status and reason.
+Requests are read with `h11` (the HTTP/1.1 state machine under httpx and uvicorn): it parses and validates the
+head (size bounded, 431 past it) and undoes the body's framing (Content-Length or chunked; any other transfer
+coding is its 501). h11 rather than mitmproxy as a library: the proxy needs only to read one request per
+connection, and h11 is a small pure-Python parser with no I/O of its own, already installed, where mitmproxy
+would bring its own proxy server and event loop around the policy code. The proxy frames what it forwards
+itself: a body framed both ways is refused (h11 would let Transfer-Encoding win), a body is re-framed on the way
+out, and the headers that belong to one hop never travel on. Anything malformed or ambiguous is a `Reject`,
+which the proxy answers with its status and reason. (Responses are not parsed beyond their head, in `relay.py`:
+the upstream is told the connection closes, so a response body is simply everything until it does.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+
+import h11
 
 CHUNK = 64 * 1024
 # Headers that belong to one hop (RFC 9110 §7.6.1) and never travel on; so do those a `Connection` header names.
@@ -27,7 +34,6 @@ HOP_BY_HOP = {
 }
 # How a request body is framed; the proxy frames what it forwards itself.
 FRAMING = {"content-length", "transfer-encoding"}
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class Reject(Exception):
@@ -41,46 +47,65 @@ class Reject(Exception):
 
 
 @dataclass(frozen=True)
+class Incoming:
+    """A request head as `h11` parsed it, its header lines as received, and its body still to be read."""
+
+    method: str
+    target: str
+    version: str  # "HTTP/1.1"
+    header_lines: list[str]
+    body: RequestBody
+
+
+async def read_request(reader: asyncio.StreamReader, limit: int) -> tuple[h11.Connection, Incoming | None]:
+    """The next request head on `reader`, parsed by `h11` (None: the client left before sending one), with the
+    connection whose state machine reads its body; a Reject for a malformed head, or one framed both ways."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=limit)
+    event = await _next_event(connection, reader)
+    if not isinstance(event, h11.Request):
+        return connection, None
+    header_lines = [f"{name.decode('latin-1')}: {value.decode('latin-1')}" for name, value in event.headers.raw_items()]
+    names = {header_name(line) for line in header_lines}
+    if names >= FRAMING:
+        # The classic request-smuggling shape (RFC 9112 §6.1): refused rather than guessed at (h11 lets
+        # Transfer-Encoding win; the proxy does not guess).
+        raise Reject(
+            400, "Bad Request", "Corral egress proxy: a request with both Transfer-Encoding and Content-Length"
+        )
+    expects = any(header_name(line) == "expect" and "100-continue" in line.lower() for line in header_lines)
+    length = next((int(line.split(":", 1)[1]) for line in header_lines if header_name(line) == "content-length"), None)
+    framing = BodyFraming(length=length, chunked="transfer-encoding" in names, expects_continue=expects)
+    incoming = Incoming(
+        event.method.decode("latin-1"),
+        event.target.decode("latin-1"),
+        f"HTTP/{event.http_version.decode('latin-1')}",
+        header_lines,
+        RequestBody(connection, reader, framing),
+    )
+    return connection, incoming
+
+
+async def _next_event(connection: h11.Connection, reader: asyncio.StreamReader) -> object:
+    """The connection's next event, reading from `reader` as it needs; h11's protocol errors become Rejects."""
+    while True:
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            reason = {431: "Request Header Fields Too Large", 501: "Not Implemented"}.get(status, "Bad Request")
+            raise Reject(status, reason, f"Corral egress proxy: malformed request ({exc})") from exc
+        if event is not h11.NEED_DATA:
+            return event
+        connection.receive_data(await reader.read(CHUNK))
+
+
+@dataclass(frozen=True)
 class BodyFraming:
     """How a request's body is delimited (RFC 9112 §6): a Content-Length, chunked, or no body at all."""
 
     length: int | None = None  # the Content-Length; None when chunked or absent
     chunked: bool = False
     expects_continue: bool = False
-
-    @classmethod
-    def of(cls, header_lines: Sequence[str]) -> BodyFraming:
-        """The framing a request head declares; a Reject (400) for one that is malformed or ambiguous."""
-        lengths: set[str] = set()
-        codings: list[str] = []
-        expects_continue = False
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                lengths.update(part.strip() for part in value.split(","))
-            elif name == "transfer-encoding":
-                codings += [part.strip().lower() for part in value.split(",") if part.strip()]
-            elif name == "expect":
-                expects_continue = "100-continue" in value.lower()
-        if codings and lengths:
-            # The classic request-smuggling shape (RFC 9112 §6.1): refused rather than guessed at.
-            raise Reject(
-                400, "Bad Request", "Corral egress proxy: a request with both Transfer-Encoding and Content-Length"
-            )
-        if codings:
-            if codings != ["chunked"]:
-                raise Reject(
-                    400,
-                    "Bad Request",
-                    f"Corral egress proxy: request bodies may only be chunked, not {', '.join(codings)[:80]!r}",
-                )
-            return cls(chunked=True, expects_continue=expects_continue)
-        if not lengths:
-            return cls(expects_continue=expects_continue)
-        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-            raise Reject(400, "Bad Request", f"Corral egress proxy: bad Content-Length {sorted(lengths)!r:.80}")
-        return cls(length=int(next(iter(lengths))), expects_continue=expects_continue)
 
     @property
     def present(self) -> bool:
@@ -91,72 +116,58 @@ class BodyFraming:
             return ["Transfer-Encoding: chunked"]
         return [] if self.length is None else [f"Content-Length: {self.length}"]
 
-    async def stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Forward the body as it arrives, a chunk at a time (chunk extensions and trailer fields dropped)."""
-        if self.chunked:
-            while size := await next_chunk_size(reader):
-                writer.write(b"%x\r\n" % size)
-                await copy_exactly(reader, writer, size)
-                await chunk_end(reader)
-                writer.write(b"\r\n")
+
+class RequestBody:
+    """A request's body, read through `h11` (which undoes its framing) and framed again by the proxy."""
+
+    def __init__(self, connection: h11.Connection, reader: asyncio.StreamReader, framing: BodyFraming) -> None:
+        self.connection = connection
+        self.reader = reader
+        self.framing = framing
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's data as it arrives (chunk extensions and trailer fields dropped by h11)."""
+        while True:
+            event = await _next_event(self.connection, self.reader)
+            if isinstance(event, h11.Data):
+                if event.data:
+                    yield event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            else:  # ConnectionClosed mid-body (h11 reports it as an error in most states)
+                raise asyncio.IncompleteReadError(b"", None)
+
+    async def stream(self, writer: asyncio.StreamWriter) -> None:
+        """Forward the body as it arrives, a chunk at a time, framed as `framing_headers` said."""
+        async for data in self.chunks():
+            writer.write(b"%x\r\n%b\r\n" % (len(data), data) if self.framing.chunked else data)
+            await writer.drain()
+        if self.framing.chunked:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
-        elif self.length:
-            await copy_exactly(reader, writer, self.length)
 
-    async def read_whole(self, reader: asyncio.StreamReader, limit: int) -> bytearray:
-        """The whole body, in one buffer of its size (a Content-Length body is at most `limit` by then; a chunked
-        one over it is refused with 413)."""
-        if not self.chunked:
-            body = bytearray(self.length or 0)
-            with memoryview(body) as view:
-                filled = 0
-                while filled < len(body):
-                    chunk = await reader.read(min(CHUNK, len(body) - filled))
-                    if not chunk:
-                        raise asyncio.IncompleteReadError(b"", len(body))
-                    view[filled : filled + len(chunk)] = chunk
-                    filled += len(chunk)
+    async def read_whole(self, limit: int) -> bytearray:
+        """The whole body (a Content-Length body is at most `limit` by then; a chunked one over it is refused
+        with 413)."""
+        if self.framing.length is not None:
+            # One buffer of the declared size, filled in place: the memory the body budget counted, no more.
+            body = bytearray(self.framing.length)
+            filled = 0
+            async for data in self.chunks():
+                body[filled : filled + len(data)] = data
+                filled += len(data)
             return body
         body = bytearray()
-        while size := await next_chunk_size(reader):
-            if len(body) + size > limit:
+        async for data in self.chunks():
+            if len(body) + len(data) > limit:
                 raise Reject(
                     413,
                     "Content Too Large",
                     f"Corral egress proxy: a chunked body over {limit} bytes cannot carry a vault credential; "
                     "send it with a Content-Length",
                 )
-            body += await reader.readexactly(size)
-            await chunk_end(reader)
+            body += data
         return body
-
-
-async def next_chunk_size(reader: asyncio.StreamReader) -> int:
-    """The size of the next chunk of a chunked body; after the last (0), its trailer fields are read and dropped."""
-    size_text = (await reader.readuntil(b"\r\n"))[:-2].split(b";", 1)[0].strip()
-    if not _CHUNK_SIZE.fullmatch(size_text):
-        raise Reject(400, "Bad Request", "Corral egress proxy: malformed chunked request body")
-    size = int(size_text, 16)
-    if size == 0:
-        while await reader.readuntil(b"\r\n") != b"\r\n":
-            pass
-    return size
-
-
-async def chunk_end(reader: asyncio.StreamReader) -> None:
-    if await reader.readexactly(2) != b"\r\n":
-        raise Reject(400, "Bad Request", "Corral egress proxy: malformed chunked request body")
-
-
-async def copy_exactly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: int) -> None:
-    while count > 0:
-        chunk = await reader.read(min(CHUNK, count))
-        if not chunk:
-            raise asyncio.IncompleteReadError(b"", count)
-        writer.write(chunk)
-        await writer.drain()
-        count -= len(chunk)
 
 
 # -- heads -------------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
-"""Vault credentials put into plain-HTTP requests by the egress proxy, in place of their placeholders.
+"""Vault credentials put into requests by the egress proxy, in place of their placeholders.
 
 Vault credentials of type `environment_variable` (spec §10): the sandbox's variable holds only a placeholder
-(`corral.vault.credentials.placeholder_for`). In a plain-HTTP request to a host that both the environment
+(`corral.vault.credentials.placeholder_for`). In a plain-HTTP request, or an HTTPS one the proxy intercepts
+(see `egress.py`: only to hosts a credential names), to a host that both the environment
 and the credential's `networking` allow, the proxy puts the real value where the placeholder appears: in
 header values (`injection_location.header`) and in the body (`.body`; bodies up to `max_body_bytes` are read
 whole and re-sent with a new Content-Length, larger ones stream through unchanged). It reads the credentials at
-each request, so an updated value applies at once. A CONNECT tunnel is never opened: HTTPS carries the
-placeholder unchanged (substituting there would mean intercepting TLS), so the real value never reaches
-anything the sandbox can read, but it is only applied to plain-HTTP requests.
+each request, so an updated value applies at once. An opaque CONNECT tunnel (to any host no credential names)
+is never opened: it carries the placeholder unchanged. The real value never reaches anything the sandbox can
+read.
 
 Which credentials were used, and where, is logged; their values never are.
 """

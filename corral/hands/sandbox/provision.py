@@ -36,6 +36,8 @@ ErrorReporter = Callable[[str, dict[str, Any]], Awaitable[None]]
 _LAUNCHER_VARIABLES = frozenset({"PATH", "HOME", "LANG", "TERM"})
 
 _CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Where a sandbox whose credentials need TLS interception finds the system's roots plus the egress CA.
+SANDBOX_CA_BUNDLE = "/run/corral/ca-certificates.crt"
 # socat bridges the sandbox's 127.0.0.1:3128 to the session's proxy socket. It runs beside the shell, in a
 # session of its own (a child of the sandbox's init, not of bash) and holds none of the shell's output pipe,
 # and it is there when the shell becomes ready, so stopping a command's processes leaves it alone (see
@@ -176,20 +178,30 @@ class SessionSandbox:
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
                 env.append((name, proxy))
             env += [("NO_PROXY", ""), ("no_proxy", "")]
-            # Programs with their own CA lists (node, requests) trust the host's store, as curl and git do.
-            env += [("NODE_EXTRA_CA_CERTS", _CA_BUNDLE), ("REQUESTS_CA_BUNDLE", _CA_BUNDLE)]
             setup = _BRIDGE
-        env = await self._credential_variables({name for name, _ in env}) + env
+        secrets = await self._credentials()
+        bundle = _CA_BUNDLE
+        ca_bundle = egress.ca.bundle_path if setup and egress is not None and egress.ca is not None else None
+        # A credential naming a host makes the proxy end TLS to that host with its own CA's certificates
+        # (egress.py): only then does the sandbox trust that CA, through a bundle of the system's roots and it.
+        if ca_bundle is not None and any(secret.allowed_hosts is not None for secret in secrets):
+            binds.append((str(ca_bundle), SANDBOX_CA_BUNDLE))
+            bundle = SANDBOX_CA_BUNDLE
+            env += [(name, bundle) for name in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")]
+        if setup:
+            # Programs with their own CA lists (node, requests) trust the same store as curl and git do.
+            env += [("NODE_EXTRA_CA_CERTS", bundle), ("REQUESTS_CA_BUNDLE", bundle)]
+        env = self._credential_variables(secrets, {name for name, _ in env}) + env
         return SandboxExtras(ro_binds=tuple(binds), env=tuple(env), setup=setup)
 
-    async def _credential_variables(self, taken: set[str]) -> list[tuple[str, str]]:
-        """Each `environment_variable` credential's variable, holding its placeholder (never its value); reports
-        the credentials the environment's networking leaves unusable (once per credential)."""
+    async def _credentials(self) -> list[EnvironmentSecret]:
+        """The session's `environment_variable` credentials, read now; reports the ones the environment's
+        networking leaves unusable (once per credential)."""
         source = self._provisioner.credentials
         if source is None:
             return []
         try:
-            secrets = await source(self.session_id)
+            secrets = list(await source(self.session_id))
         except Exception as exc:
             raise ProvisionError(
                 f"the session's vault credentials could not be read ({type(exc).__name__}); try again"
@@ -204,6 +216,10 @@ class SessionSandbox:
                     await self._provisioner.report(self.session_id, error)
                 except Exception:
                     log.exception("session %s: could not record a credential_host_unreachable_error", self.session_id)
+        return secrets
+
+    def _credential_variables(self, secrets: Sequence[EnvironmentSecret], taken: set[str]) -> list[tuple[str, str]]:
+        """Each `environment_variable` credential's variable, holding its placeholder (never its value)."""
         variables: list[tuple[str, str]] = []
         for secret in secrets:
             if secret.secret_name in taken or secret.secret_name.upper() in _LAUNCHER_VARIABLES:

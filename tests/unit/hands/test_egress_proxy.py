@@ -155,6 +155,30 @@ async def test_a_body_framed_both_ways_is_refused_before_anything_is_sent(
     assert internet.requests == []
 
 
+async def test_a_body_in_a_transfer_coding_other_than_chunked_is_refused_before_anything_is_sent(
+    socket_path: Path, internet: LocalWeb
+) -> None:
+    gzipped = request(
+        "POST", f"http://allowed.test:{internet.port}/upload", "Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n"
+    )
+
+    response = await exchange(socket_path, gzipped)
+
+    assert statuses(response) == ["501"]
+    assert b"Only Transfer-Encoding: chunked is supported" in response
+    assert internet.requests == []
+
+
+async def test_a_malformed_request_head_is_refused_with_400_saying_why(socket_path: Path, internet: LocalWeb) -> None:
+    folded = f"GET http://allowed.test:{internet.port}/hello HTTP/1.1\r\nHost allowed.test\r\n\r\n".encode()
+
+    response = await exchange(socket_path, folded)
+
+    assert statuses(response) == ["400"]
+    assert b"Corral egress proxy: malformed request" in response
+    assert internet.requests == []
+
+
 async def test_a_chunked_body_streams_through_as_chunks(socket_path: Path, internet: LocalWeb) -> None:
     chunked = request(
         "POST",
@@ -257,7 +281,10 @@ async def test_a_body_over_the_substitution_limit_streams_through_unchanged(
 async def test_loopback_in_every_ipv6_form_is_refused(proxy: EgressProxy, internet: LocalWeb, address: str) -> None:
     socket_path = await proxy.open(SESSION, HostRules(unrestricted=True))
 
-    tunnel = await exchange(socket_path, f"CONNECT [{address}]:{internet.port} HTTP/1.1\r\n\r\n".encode())
+    tunnel = await exchange(
+        socket_path,
+        f"CONNECT [{address}]:{internet.port} HTTP/1.1\r\nHost: [{address}]:{internet.port}\r\n\r\n".encode(),
+    )
     plain = await exchange(socket_path, request("GET", f"http://[{address}]:{internet.port}/hello"))
 
     for response in (tunnel, plain):
