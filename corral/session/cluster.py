@@ -1,8 +1,9 @@
 """How the nodes of one Corral deployment tell each other about work and new events.
 
 A single node (SQLite) needs nothing: every wake and append happens in its own process. Nodes sharing a
-PostgreSQL database use LISTEN/NOTIFY, sent by the store inside the transaction that stores the events, so
-a notice arrives only once what it announces is committed: `corral_wake` carries `session_id` (or
+PostgreSQL database use LISTEN/NOTIFY, sent by the store right after the transaction that stores the events
+commits (`PostgresStore._send_notices`), so a notice arrives only once what it announces is committed; the
+brain relies on that to skip reading a log no notice says has grown. `corral_wake` carries `session_id` (or
 `session_id:interrupt`) when client events are queued, and `corral_events` carries `session_id:position`
 when events are appended.
 Notifications are hints: streams catch up from the store and the brain sweeps for unclaimed work, so a
