@@ -16,8 +16,12 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+from anthropic.types.beta.vaults.beta_managed_agents_credential_validation import (
+    BetaManagedAgentsCredentialValidation,
+)
 
 from tests.support.mcp_server import McpTestServer
+from tests.support.sdk_shapes import unknown_fields
 from tests.support.server import CorralServer, free_port
 
 
@@ -515,6 +519,21 @@ def test_validating_an_expired_token_refreshes_it_and_stores_the_new_one(
     assert client.beta.vaults.credentials.retrieve(credential.id, vault_id=vault.id).auth.expires_at is not None
     again = client.beta.vaults.credentials.mcp_oauth_validate(credential.id, vault_id=vault.id)
     assert (again.status, again.refresh) == ("valid", None)  # the refreshed token was stored
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_a_validation_has_the_sdks_exact_shape(
+    server: CorralServer, client: anthropic.Anthropic, vault: Any, mcp_server: McpTestServer, accepted: bool
+) -> None:
+    token = mcp_server.token if accepted else new_secret()
+    credential = oauth(client, vault, mcp_server.guarded_url, token)
+
+    response = raw(server, "POST", f"/v1/vaults/{vault.id}/credentials/{credential.id}/mcp_oauth_validate")
+
+    assert response.status_code == 200, response.text
+    validation = BetaManagedAgentsCredentialValidation.model_validate(response.json())
+    assert unknown_fields(validation, "validation") == []
+    assert validation.status == ("valid" if accepted else "invalid")
 
 
 def test_a_refresh_the_token_endpoint_refuses_is_reported_with_its_answer(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import get_args
 
 import pytest
 from anthropic import BaseModel
@@ -16,6 +16,7 @@ from corral.clock import now_rfc3339
 from corral.models.base import ModelResponse
 from corral.protocol import events
 from corral.protocol.events import LISTABLE_TYPES, EventRecord, EventType, Json, NewEvent
+from tests.support.sdk_shapes import unknown_fields
 
 # The SDK's model of each event a stream can carry, by its `type`.
 SDK_EVENT_MODELS: dict[str, type[BaseModel]] = {
@@ -67,18 +68,6 @@ def served(event: NewEvent) -> Json:
     """The event as a stream or a listing serves it."""
     record = EventRecord(event.id, "sesn_1", event.type, event.body, position=1, processed_at=now_rfc3339())
     return record.to_wire()
-
-
-def unknown_fields(value: Any, where: str = "event") -> list[str]:
-    """Fields the SDK's models kept only as extras: a name the wire protocol does not have."""
-    if isinstance(value, BaseModel):
-        found = [f"{where}.{name}" for name in value.model_extra or {}]
-        for name in type(value).model_fields:
-            found += unknown_fields(getattr(value, name), f"{where}.{name}")
-        return found
-    if isinstance(value, list):
-        return [field for index, item in enumerate(value) for field in unknown_fields(item, f"{where}[{index}]")]
-    return []
 
 
 def test_every_event_type_is_one_the_sdk_streams() -> None:
