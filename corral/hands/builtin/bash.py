@@ -180,8 +180,8 @@ class BashSession:
         hand it to `proc.files`. It is added to the processes that survive a command's timeout."""
         nonce = secrets.token_hex(16)
         fd = proc.files_fd
-        # `exec -a`: a `pkill python3` in the sandbox should not take the helper with it; `disown`: its end is
-        # no job notice in the model's next command output.
+        # `exec -a`: `ps` shows it as corral-files (it renames its process too, so that `pkill python3` in the
+        # sandbox leaves it alone); `disown`: its end is no job notice in the model's next command output.
         line = (
             f"exec -a corral-files python3 -I -S -c {shlex.quote(BOOTSTRAP)} {nonce} {shlex.quote(proc.root)}"
             f" <&{fd} >&{fd} {fd}>&- 2>/dev/null & builtin disown $!; {sentinel(proc.token, '$!')}\n"

@@ -528,6 +528,14 @@ def serve(root: str, nonce: str, stdin: IO[bytes], stdout: IO[bytes]) -> None:
         _write_frame(stdout, handle(ws, request))
 
 
+def _rename_process() -> None:
+    """Call this process `corral-files` rather than `python3`, so that a command in the sandbox that cleans up
+    its own Python processes (`pkill python3`) leaves the file tools alone."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("corral-files")
+
+
 if __name__ == "__main__":
+    _rename_process()
     # argv: [-c, nonce, workspace root] (the bootstrap has read the code; see file_channel.py).
     serve(sys.argv[2], sys.argv[1], sys.stdin.buffer, sys.stdout.buffer)

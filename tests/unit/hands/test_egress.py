@@ -8,7 +8,6 @@ A second server on another port plays a host-local service that must stay unreac
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,15 +35,6 @@ def host_service() -> Iterator[LocalWeb]:
     """A service on the host's loopback (as the Corral API or a database would be), never allowed."""
     with LocalWeb({"/secret": Response(b"host secret\n")}).running() as web:
         yield web
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the sandbox user can traverse, as /var/lib/corral is (pytest's tmp_path is not)."""
-    with tempfile.TemporaryDirectory(prefix="corral-egress-test-") as name:
-        path = Path(name)
-        path.chmod(0o711)
-        yield path
 
 
 @pytest.fixture

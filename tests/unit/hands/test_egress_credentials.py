@@ -9,7 +9,6 @@ a small in-test source with the shape `VaultAccess.session_environment_secrets` 
 from __future__ import annotations
 
 import secrets
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -72,15 +71,6 @@ def internet() -> Iterator[LocalWeb]:
 @pytest.fixture
 def vault() -> Vault:
     return Vault()
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the sandbox user can traverse, as /var/lib/corral is (pytest's tmp_path is not)."""
-    with tempfile.TemporaryDirectory(prefix="corral-creds-test-") as name:
-        path = Path(name)
-        path.chmod(0o711)
-        yield path
 
 
 @pytest.fixture

@@ -120,15 +120,6 @@ def upstream_ca() -> EgressCA:
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the sandbox user can traverse, as /var/lib/corral is (pytest's tmp_path is not)."""
-    with tempfile.TemporaryDirectory(prefix="corral-tls-test-") as name:
-        path = Path(name)
-        path.chmod(0o711)
-        yield path
-
-
-@pytest.fixture
 def api(upstream_ca: EgressCA) -> Iterator[EchoServer]:
     issued = upstream_ca.issue("api.test", "other.test")  # not impostor.test: its certificate does not verify
     with EchoServer(issued.cert_pem + issued.key_pem).running() as server:

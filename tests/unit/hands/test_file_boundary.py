@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,14 @@ HOST_SECRET = "host secret: root only"
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the sandbox user can traverse (as /var/lib/corral is), holding root-only files."""
-    with tempfile.TemporaryDirectory(prefix="corral-files-test-") as name:
-        path = Path(name)
-        path.chmod(0o711)
-        private = path / "private"
-        private.mkdir(mode=0o700)
-        (private / "secret.txt").write_text(HOST_SECRET)
-        (private / "secret.txt").chmod(0o600)
-        (private / "victim.txt").write_text("untouched")
-        yield path
+def data_dir(data_dir: Path) -> Path:
+    """The data directory, holding a root-only directory with root-only files."""
+    private = data_dir / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret.txt").write_text(HOST_SECRET)
+    (private / "secret.txt").chmod(0o600)
+    (private / "victim.txt").write_text("untouched")
+    return data_dir
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,6 @@ from corral.hands.local import LocalHandsProvider
 from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
 from corral.hands.sandbox.packages import PackageCache, PackageInstallError, package_lists, validate
 from corral.hands.sandbox.provision import Provisioner
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the sandbox user can traverse, as /var/lib/corral is (pytest's tmp_path is not)."""
-    with tempfile.TemporaryDirectory(prefix="corral-packages-test-") as name:
-        path = Path(name)
-        path.chmod(0o711)
-        yield path
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import os
 import shlex
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,15 +31,6 @@ LIMITS = Limits(memory_bytes=128 * MiB, pids=64, cpus=0.5)
 WORKSPACE_SIZE = 32 * MiB
 DISK_RESERVE = 16 * MiB  # not the default 1 GiB: CI disks may have less than that free
 TMP_SIZE = 16 * MiB
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the sandbox user can traverse, as /var/lib/corral is (pytest's tmp_path is not)."""
-    with tempfile.TemporaryDirectory(prefix="corral-limits-test-") as name:
-        path = Path(name)
-        path.chmod(0o711)
-        yield path
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shlex
 import socket
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,15 +18,6 @@ from corral.hands.local import LocalHandsProvider
 from corral.hands.sandbox.bubblewrap import BubblewrapLauncher
 from corral.hands.sandbox.cgroups import CgroupTree
 from corral.hands.sandbox.volumes import ImageVolumes
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data directory the sandbox user can traverse, as /var/lib/corral is (pytest's tmp_path is not)."""
-    with tempfile.TemporaryDirectory(prefix="corral-sbx-test-") as name:
-        path = Path(name)
-        path.chmod(0o711)
-        yield path
 
 
 @pytest.fixture
